@@ -1,0 +1,1 @@
+"""All I/O that agents do runs here, as Temporal activities (retried, timed out, visible)."""

@@ -1,0 +1,357 @@
+"""The Python client: talk to named agents without caring whether they exist yet.
+
+    perennial = await Perennial.connect()
+    alice = perennial.agent("notes", "alice")
+    await alice.send("buy milk")                 # signal-with-start
+    reply = await alice.ask("what's note 1?")    # update-with-start, waits for the reply
+    async for event in alice.watch(after=0):     # follow the event log live
+        ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+import structlog
+from pydantic import BaseModel, ConfigDict, JsonValue
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowExecutionStatus,
+    WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from client.connection import connect
+from client.settings import Settings
+from workflows.errors import (
+    AgentNotFound,
+    InvalidMessage,
+    InvalidRequest,
+    PerennialError,
+    RunError,
+    from_application_error,
+    parse_input,
+)
+from workflows.messages import (
+    AgentStart,
+    AskReply,
+    Event,
+    EventsPage,
+    EventsQuery,
+    Message,
+    RollbackRequest,
+    RollbackResult,
+    StateView,
+    WaitEventsRequest,
+)
+from workflows.registry import agent_class
+from workflows.visibility import (
+    AGENT_LAST_ACTIVE,
+    AGENT_NAME,
+    AGENT_STATUS,
+    AGENT_TYPE,
+    AGENT_VERSION,
+    agent_id,
+)
+
+log = structlog.get_logger("perennial.client")
+
+
+class AskTimedOut(RunError):
+    """No reply within the timeout. The message may still be applied later: ask again with
+    the same message id to get its reply without applying it twice."""
+
+    def __init__(self, message: str, *, message_id: str):
+        super().__init__(message)
+        self.message_id = message_id
+
+
+class AgentSummary(BaseModel):
+    """One agent as the visibility API sees it (`perennial list`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    agent_type: str
+    name: str
+    workflow_id: str
+    run_id: str | None
+    running: bool
+    status: str | None = None
+    version: int | None = None
+    last_active: datetime | None = None
+
+
+class AgentState(BaseModel):
+    """The last committed state of an agent, as its agent type's state model."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    version: int
+    state: BaseModel
+    versions_kept: list[int]
+    busy: bool
+    inbox: int
+
+
+def _translate(err: Exception, *, workflow_id: str) -> Exception:
+    """Temporal's errors to Perennial's typed errors (or the original if not ours)."""
+    if isinstance(err, WorkflowUpdateFailedError) and isinstance(err.cause, ApplicationError):
+        return from_application_error(err.cause) or err
+    if isinstance(err, WorkflowQueryFailedError):
+        return InvalidRequest(str(err))
+    if isinstance(err, RPCError) and err.status == RPCStatusCode.NOT_FOUND:
+        return AgentNotFound(f"agent {workflow_id!r} does not exist (or is not running)")
+    return err
+
+
+class AgentHandle:
+    """One named agent. Cheap to create; nothing is sent until you call a method."""
+
+    def __init__(self, client: Client, settings: Settings, agent_type: str, name: str) -> None:
+        if not name or not name.strip():
+            raise InvalidRequest("an agent name must not be empty")
+        self._agent = agent_class(agent_type)  # UnknownAgentType before anything is sent
+        self._client = client
+        self._settings = settings
+        self.agent_type = agent_type
+        self.name = name
+        self.id = agent_id(agent_type, name)
+
+    def __repr__(self) -> str:
+        return f"AgentHandle({self.id!r})"
+
+    # ------------------------------------------------------------------ messages
+
+    def _message(self, text: str, sender: str | None, id: str | None, data: JsonValue) -> Message:
+        raw = {"text": text, "sender": sender, "id": id or str(uuid.uuid4()), "data": data}
+        message = parse_input(Message, raw, error=InvalidMessage)
+        if len(message.text) > self._agent.max_text_chars:
+            raise InvalidMessage(
+                f"text has {len(message.text)} characters; {self.agent_type} agents accept at "
+                f"most {self._agent.max_text_chars}"
+            )
+        size = len(message.model_dump_json())
+        if size > self._agent.max_message_bytes:
+            raise InvalidMessage(
+                f"message is {size} bytes as JSON; at most {self._agent.max_message_bytes}"
+            )
+        return message
+
+    def _start_args(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "task_queue": self._settings.task_queue,
+            "id_conflict_policy": WorkflowIDConflictPolicy.USE_EXISTING,
+        }
+
+    async def send(
+        self,
+        text: str,
+        *,
+        sender: str | None = None,
+        id: str | None = None,
+        data: JsonValue = None,
+    ) -> str:
+        """Fire-and-forget into the inbox, creating the agent if needed. Returns the message
+        id (pass your own `id` to make retries safe: a repeated id is applied once)."""
+        message = self._message(text, sender, id, data)
+        await self._client.start_workflow(
+            self.agent_type,
+            AgentStart(),
+            start_signal="message",
+            start_signal_args=[message],
+            **self._start_args(),
+        )
+        assert message.id is not None
+        return message.id
+
+    async def ask(
+        self,
+        text: str,
+        *,
+        sender: str | None = None,
+        id: str | None = None,
+        data: JsonValue = None,
+        timeout: float | None = None,
+    ) -> AskReply:
+        """Send a message and wait for the agent's reply, creating the agent if needed.
+
+        Raises `TurnFailed` if the turn raised (the agent's state is as before), the
+        `UsageError` subclasses for bad input, and `AskTimedOut` after `timeout` seconds.
+        """
+        message = self._message(text, sender, id, data)
+        assert message.id is not None
+        start = WithStartWorkflowOperation(self.agent_type, AgentStart(), **self._start_args())
+        call = self._client.execute_update_with_start_workflow(
+            "ask",
+            message,
+            start_workflow_operation=start,
+            id=message.id,
+            result_type=AskReply,
+        )
+        try:
+            return await asyncio.wait_for(call, timeout)
+        except TimeoutError:
+            raise AskTimedOut(
+                f"no reply from {self.id} within {timeout}s (is a worker running?); the "
+                f"message may still be applied: ask again with id={message.id!r}",
+                message_id=message.id,
+            ) from None
+        except (WorkflowUpdateFailedError, RPCError) as err:
+            raise _translate(err, workflow_id=self.id) from err
+
+    # ------------------------------------------------------------------ reads
+
+    async def state_view(self) -> StateView:
+        """The last committed state as JSON, with its version (query `state`)."""
+        return await self._query("state", None, StateView)
+
+    async def state(self) -> AgentState:
+        """The last committed state, parsed into the agent type's state model."""
+        view = await self.state_view()
+        return AgentState(
+            version=view.version,
+            state=self._agent.state_model.model_validate(view.state),
+            versions_kept=view.versions_kept,
+            busy=view.busy,
+            inbox=view.inbox,
+        )
+
+    async def events(self, *, after: int = 0, limit: int | None = None) -> EventsPage:
+        """Events with offset > `after` (query `events`)."""
+        query = parse_input(EventsQuery, {"after": after, "limit": limit})
+        return await self._query("events", query, EventsPage)
+
+    async def wait_events(
+        self, *, after: int = 0, timeout: float = 30.0, limit: int | None = None
+    ) -> EventsPage:
+        """Long-poll: returns as soon as events after `after` exist, or empty at the timeout."""
+        request = parse_input(
+            WaitEventsRequest, {"after": after, "timeout_seconds": timeout, "limit": limit}
+        )
+        handle = self._client.get_workflow_handle(self.id)
+        try:
+            return await handle.execute_update("wait_events", request, result_type=EventsPage)
+        except (WorkflowUpdateFailedError, RPCError) as err:
+            raise _translate(err, workflow_id=self.id) from err
+
+    async def watch(self, *, after: int = 0, poll_seconds: float = 30.0) -> AsyncIterator[Event]:
+        """Every event after `after`, live, forever (break out when you are done). Survives the
+        agent's continue-as-new; resume later by passing the last offset you saw."""
+        while True:
+            try:
+                page = await self.wait_events(after=after, timeout=poll_seconds)
+            except AgentNotFound:
+                # The run may be switching (continue-as-new); only give up if it is gone.
+                await asyncio.sleep(0.2)
+                await self.describe()
+                continue
+            if page.missed:
+                log.warning("watch fell behind the bounded event log", agent=self.id,
+                            missed=page.missed)  # fmt: skip
+            for event in page.events:
+                yield event
+            after = page.next_after
+
+    async def rollback(self, version: int) -> RollbackResult:
+        """Restore a kept version; the restored state becomes a new version."""
+        request = parse_input(RollbackRequest, {"version": version})
+        handle = self._client.get_workflow_handle(self.id)
+        try:
+            return await handle.execute_update("rollback", request, result_type=RollbackResult)
+        except (WorkflowUpdateFailedError, RPCError) as err:
+            raise _translate(err, workflow_id=self.id) from err
+
+    async def describe(self) -> AgentSummary:
+        """The agent's visibility record (raises `AgentNotFound` if it never existed)."""
+        try:
+            desc = await self._client.get_workflow_handle(self.id).describe()
+        except RPCError as err:
+            raise _translate(err, workflow_id=self.id) from err
+        return _summary(desc)
+
+    async def _query(self, name: str, arg: BaseModel | None, result_type: type[Any]) -> Any:
+        handle = self._client.get_workflow_handle(self.id)
+        try:
+            if arg is None:
+                return await handle.query(name, result_type=result_type)
+            return await handle.query(name, arg, result_type=result_type)
+        except (WorkflowQueryFailedError, RPCError) as err:
+            raise _translate(err, workflow_id=self.id) from err
+
+
+def _summary(execution: Any) -> AgentSummary:
+    attrs = execution.typed_search_attributes
+    agent_type = attrs.get(AGENT_TYPE) or execution.workflow_type
+    name = attrs.get(AGENT_NAME) or execution.id.removeprefix(f"{agent_type}/")
+    return AgentSummary(
+        agent_type=agent_type,
+        name=name,
+        workflow_id=execution.id,
+        run_id=execution.run_id,
+        running=execution.status == WorkflowExecutionStatus.RUNNING,
+        status=attrs.get(AGENT_STATUS),
+        version=attrs.get(AGENT_VERSION),
+        last_active=attrs.get(AGENT_LAST_ACTIVE),
+    )
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class Perennial:
+    """Entry point of the Python client. Build it with `await Perennial.connect()`."""
+
+    def __init__(self, client: Client, settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+
+    @classmethod
+    async def connect(cls, settings: Settings | None = None) -> Perennial:
+        settings = settings or Settings.from_env()
+        return cls(await connect(settings), settings)
+
+    def agent(self, agent_type: str, name: str) -> AgentHandle:
+        """A handle on the agent `{agent_type}/{name}`; it is created on first message."""
+        return AgentHandle(self.client, self.settings, agent_type, name)
+
+    async def list_agents(
+        self,
+        *,
+        agent_type: str | None = None,
+        status: str | None = None,
+        running_only: bool = True,
+        limit: int = 100,
+    ) -> list[AgentSummary]:
+        """Agents by type and status, through the visibility API (newest first)."""
+        clauses = ["AgentType IS NOT NULL"]
+        if agent_type:
+            agent_class(agent_type)
+            clauses.append(f"AgentType = {_quote(agent_type)}")
+        if status:
+            clauses.append(f"AgentStatus = {_quote(status)}")
+        if running_only:
+            clauses.append("ExecutionStatus = 'Running'")
+        found: list[AgentSummary] = []
+        async for execution in self.client.list_workflows(" AND ".join(clauses), limit=limit):
+            found.append(_summary(execution))
+        return found
+
+
+__all__ = [
+    "AgentHandle",
+    "AgentState",
+    "AgentSummary",
+    "AskTimedOut",
+    "Perennial",
+    "PerennialError",
+]

@@ -1,0 +1,63 @@
+"""Connecting to Temporal with Perennial's data converter and the settings' TLS / API key."""
+
+from __future__ import annotations
+
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import (
+    AddSearchAttributesRequest,
+    ListSearchAttributesRequest,
+)
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import TLSConfig
+
+from client.settings import Settings
+from workflows.visibility import ALL_KEYS
+
+
+def _tls(settings: Settings) -> TLSConfig | bool:
+    if settings.tls_cert_path or settings.tls_server_ca_path:
+        return TLSConfig(
+            client_cert=settings.tls_cert_path.read_bytes() if settings.tls_cert_path else None,
+            client_private_key=(
+                settings.tls_key_path.read_bytes() if settings.tls_key_path else None
+            ),
+            server_root_ca_cert=(
+                settings.tls_server_ca_path.read_bytes() if settings.tls_server_ca_path else None
+            ),
+        )
+    return settings.tls or settings.api_key is not None
+
+
+async def connect(settings: Settings) -> Client:
+    """A Temporal client for `settings` (pydantic payloads, TLS and API key applied)."""
+    return await Client.connect(
+        settings.address,
+        namespace=settings.namespace,
+        api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+        tls=_tls(settings),
+        data_converter=pydantic_data_converter,
+    )
+
+
+async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
+    """Register Perennial's search attributes that the namespace lacks; returns those added.
+
+    The dev server registers them when it creates its database, but not on a database made
+    before (and other servers never): so every start checks. On servers that refuse the
+    operator API (Temporal Cloud with an API key) the error says what to register by hand.
+    """
+    existing = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=namespace)
+    )
+    present = set(existing.custom_attributes) | set(existing.system_attributes)
+    missing = {
+        key.name: IndexedValueType.ValueType(int(key.indexed_value_type))
+        for key in ALL_KEYS
+        if key.name not in present
+    }
+    if missing:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
+        )
+    return sorted(missing)

@@ -1,0 +1,96 @@
+"""One settings object, built in the entry point (CLI, worker, tests) and injected.
+
+Nothing else reads the environment; workflow code never sees settings at all.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+_ENV = {
+    "temporal_address": "TEMPORAL_ADDRESS",
+    "namespace": "TEMPORAL_NAMESPACE",
+    "task_queue": "PERENNIAL_TASK_QUEUE",
+    "api_key": "TEMPORAL_API_KEY",
+    "tls": "TEMPORAL_TLS",
+    "tls_cert_path": "TEMPORAL_TLS_CLIENT_CERT_PATH",
+    "tls_key_path": "TEMPORAL_TLS_CLIENT_KEY_PATH",
+    "tls_server_ca_path": "TEMPORAL_TLS_SERVER_CA_CERT_PATH",
+    "state_dir": "PERENNIAL_STATE_DIR",
+    "db_filename": "PERENNIAL_DB",
+    "server_ip": "PERENNIAL_SERVER_IP",
+    "server_port": "PERENNIAL_SERVER_PORT",
+    "ui_port": "PERENNIAL_UI_PORT",
+    "max_cached_workflows": "PERENNIAL_MAX_CACHED_WORKFLOWS",
+    "sticky_timeout_seconds": "PERENNIAL_STICKY_TIMEOUT_SECONDS",
+    "log_format": "PERENNIAL_LOG_FORMAT",
+    "log_level": "PERENNIAL_LOG_LEVEL",
+}
+
+
+class Settings(BaseModel):
+    """Where Temporal is and how Perennial runs on it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: `host:port` of a running Temporal server; None means "use the embedded dev server".
+    temporal_address: str | None = None
+    namespace: str = "default"
+    task_queue: str = "perennial"
+    #: Temporal Cloud API key (implies TLS).
+    api_key: SecretStr | None = None
+    tls: bool = False
+    tls_cert_path: Path | None = None
+    tls_key_path: Path | None = None
+    tls_server_ca_path: Path | None = None
+
+    #: Embedded server: where its SQLite file lives, and its ports.
+    state_dir: Path = Path(".perennial")
+    db_filename: Path | None = None
+    server_ip: str = "127.0.0.1"
+    server_port: int = Field(default=7233, ge=1, le=65535)
+    ui_port: int | None = Field(default=None, ge=1, le=65535)
+
+    #: Worker tuning: agents cached in memory (beyond that they are evicted and replayed on
+    #: their next wake) and how long a task waits for the worker that has the agent cached.
+    max_cached_workflows: int = Field(default=1000, ge=0)
+    sticky_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    log_format: str = Field(default="auto", pattern="^(auto|console|json)$")
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Settings from the environment (see `_ENV` for the names), then explicit overrides."""
+        env = os.environ if env is None else env
+        values: dict[str, object] = {
+            field: env[name] for field, name in _ENV.items() if env.get(name, "") != ""
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.model_validate(values)
+
+    @property
+    def embedded(self) -> bool:
+        """True when Perennial should run its own dev server."""
+        return self.temporal_address is None
+
+    @property
+    def address(self) -> str:
+        return self.temporal_address or f"{self.server_ip}:{self.server_port}"
+
+    @property
+    def database(self) -> Path:
+        return self.db_filename or self.state_dir / "temporal.sqlite"
+
+    @property
+    def web_ui_port(self) -> int:
+        return self.ui_port or self.server_port + 1000
+
+    @property
+    def sticky_timeout(self) -> timedelta:
+        return timedelta(seconds=self.sticky_timeout_seconds)

@@ -1,0 +1,508 @@
+"""The agent entity: one long-lived workflow per named agent.
+
+An agent type subclasses `AgentWorkflow`, names its state model, and implements `on_message`:
+
+    @workflow.defn(name="notes")
+    class NotesAgent(AgentWorkflow[NotesState]):
+        state_model = NotesState
+
+        @workflow.run
+        async def run(self, start: AgentStart) -> None:
+            await self.serve()
+
+        async def on_message(self, message: Message) -> str:
+            ...
+
+The base class owns everything else: the inbox (handlers only enqueue; one loop applies one
+wake at a time, in arrival order), duplicate suppression, state versions and rollback, the event
+log, search attributes and current details, and continue-as-new before any per-run limit.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from datetime import timedelta
+from typing import Any, ClassVar, Generic, TypeVar, assert_never
+
+from temporalio import workflow
+
+from workflows.dedup import SeenWindow
+from workflows.errors import (
+    InvalidMessage,
+    PerennialError,
+    TurnFailed,
+    parse_input,
+    to_application_error,
+)
+from workflows.eventlog import EventLog
+from workflows.messages import (
+    MAX_TEXT_CHARS,
+    AgentStart,
+    AskReply,
+    ContinuedAsNewEvent,
+    Event,
+    EventsPage,
+    EventsQuery,
+    Message,
+    MessageWake,
+    ReceivedEvent,
+    RejectedEvent,
+    RollbackRequest,
+    RollbackResult,
+    RollbackWake,
+    RolledBackEvent,
+    SeenMessage,
+    StateView,
+    TurnEvent,
+    TurnFailedEvent,
+    WaitEventsRequest,
+    Wake,
+    preview,
+)
+from workflows.versions import Versions
+from workflows.visibility import (
+    AGENT_LAST_ACTIVE,
+    AGENT_NAME,
+    AGENT_STATUS,
+    AGENT_TYPE,
+    AGENT_VERSION,
+    AgentStatus,
+    split_agent_id,
+)
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import BaseModel
+
+StateT = TypeVar("StateT", bound=BaseModel)
+
+#: Errors that mean the workflow code itself is broken for this history: they must fail the
+#: workflow task (so a fixed deploy can resume it), never be turned into a failed turn.
+_CODE_ERRORS = (workflow.NondeterminismError, workflow.ReadOnlyContextError)
+
+
+_KEYS: dict[str, Any] = {key.name: key for key in (AGENT_TYPE, AGENT_NAME, AGENT_STATUS, AGENT_VERSION)}
+
+
+class _Pending:
+    """A queued request whose outcome one or more `ask`/`rollback` callers may await."""
+
+    __slots__ = ("waiters", "outcome")
+
+    def __init__(self) -> None:
+        self.waiters = 0
+        self.outcome: AskReply | RollbackResult | PerennialError | None = None
+
+
+class AgentWorkflow(Generic[StateT]):
+    """Base of every agent type. Subclasses set `state_model`, define `run` (calling
+    `serve()`), and implement `on_message`. The class attributes below are the knobs."""
+
+    state_model: ClassVar[type[BaseModel]]
+
+    #: Committed versions kept for rollback (each is a full copy of the state).
+    max_versions: ClassVar[int] = 10
+    #: Events kept in the log (older ones are dropped; offsets keep counting).
+    event_log_size: ClassVar[int] = 500
+    #: Message ids remembered for duplicate suppression (with their replies).
+    dedup_window: ClassVar[int] = 2_000
+    #: Longest message text accepted.
+    max_text_chars: ClassVar[int] = MAX_TEXT_CHARS
+    #: Largest message accepted, as JSON (text, sender, id and data together).
+    max_message_bytes: ClassVar[int] = 128 * 1024
+    #: Continue-as-new thresholds for one run. The dev server rejects a run's 10,001st signal
+    #: and 2,001st update; replay costs ~0.4 ms per event, so shorter runs also wake faster.
+    max_history_events: ClassVar[int] = 2_500
+    max_signals_per_run: ClassVar[int] = 5_000
+    max_updates_per_run: ClassVar[int] = 1_000
+    #: An idle agent whose run has at least this many events continues-as-new after this long
+    #: without work, so a hibernated agent replays a short history when it wakes.
+    compact_idle_after: ClassVar[timedelta | None] = timedelta(seconds=30)
+    compact_min_history_events: ClassVar[int] = 200
+    #: Default and longest wait of `wait_events`.
+    wait_events_default_seconds: ClassVar[float] = 30.0
+
+    @workflow.init
+    def __init__(self, start: AgentStart) -> None:
+        info = workflow.info()
+        self.agent_type = info.workflow_type
+        self.agent_name = split_agent_id(info.workflow_id, info.workflow_type)
+        self._generation = start.generation
+        self._versions = Versions(keep=self.max_versions, snapshots=start.snapshots)
+        if self._versions.empty:
+            self._versions.commit(self.initial_state().model_dump(mode="json"))
+        self.state: StateT = self._restore(self._versions.current.state)
+        self._inbox: deque[Wake] = deque(start.inbox)
+        self._pending: dict[str, _Pending] = {
+            wake.message.id: _Pending()
+            for wake in start.inbox
+            if isinstance(wake, MessageWake) and wake.message.id
+        }
+        self._seen = SeenWindow(capacity=self.dedup_window, seen=start.seen)
+        self._events = EventLog(
+            capacity=self.event_log_size, events=start.events, next_offset=start.next_offset
+        )
+        self._busy = False
+        self._draining = False
+        self._signals_this_run = 0
+        self._updates_this_run = 0
+        self._published: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ for agent types
+
+    def initial_state(self) -> StateT:
+        """The state of a brand-new agent; the default builds `state_model()`."""
+        return self.state_model()  # type: ignore[return-value]
+
+    async def on_message(self, message: Message) -> str | None:
+        """Apply one message to `self.state` and return the reply. Raising fails the turn:
+        the state is restored to the last committed version and `ask` callers get
+        `TurnFailed`."""
+        raise NotImplementedError
+
+    @property
+    def version(self) -> int:
+        """The last committed state version."""
+        return self._versions.current.version
+
+    # ------------------------------------------------------------------ wire: signals
+
+    @workflow.signal(name="message")
+    def message_signal(self, raw: Any) -> None:
+        # Typed as Any so a malformed payload is recorded as a rejection in the event log
+        # instead of being dropped by the SDK's decoder with only a worker-side warning.
+        self._signals_this_run += 1
+        try:
+            message = self._parse_message(raw)
+        except InvalidMessage as err:
+            self._log(RejectedEvent, error=str(err))
+            workflow.logger.warning("rejected message signal: %s", err)
+            return
+        self._admit(message, awaited=False)
+
+    # ------------------------------------------------------------------ wire: updates
+
+    @workflow.update(name="ask")
+    async def ask(self, raw: Any) -> AskReply:
+        self._updates_this_run += 1
+        message_id = self._admit(self._parse_message(raw), awaited=True)
+        seen = self._seen.get(message_id)
+        if seen is not None:
+            return AskReply(id=seen.id, reply=seen.reply, version=seen.version)
+        outcome = await self._await_outcome(message_id)
+        assert isinstance(outcome, AskReply)
+        return outcome
+
+    @ask.validator
+    def _validate_ask(self, raw: Any) -> None:
+        self._rejecting(lambda: self._parse_message(raw))
+
+    @workflow.update(name="rollback")
+    async def rollback(self, raw: Any) -> RollbackResult:
+        self._updates_this_run += 1
+        request = parse_input(RollbackRequest, raw)
+        update = workflow.current_update_info()
+        request_id = request.id or (update.id if update else str(workflow.uuid4()))
+        if request_id not in self._pending:
+            self._pending[request_id] = _Pending()
+            self._inbox.append(
+                RollbackWake(
+                    request_id=request_id,
+                    to_version=request.version,
+                    received_at=workflow.now(),
+                )
+            )
+        outcome = await self._await_outcome(request_id)
+        assert isinstance(outcome, RollbackResult)
+        return outcome
+
+    @rollback.validator
+    def _validate_rollback(self, raw: Any) -> None:
+        def check() -> None:
+            self._versions.get(parse_input(RollbackRequest, raw).version)
+
+        self._rejecting(check)
+
+    @workflow.update(name="wait_events")
+    async def wait_events(self, raw: Any = None) -> EventsPage:
+        self._updates_this_run += 1
+        request = parse_input(WaitEventsRequest, raw)
+        timeout = request.timeout_seconds or self.wait_events_default_seconds
+        try:
+            await workflow.wait_condition(
+                lambda: self._events.has_after(request.after) or self._draining,
+                timeout=timeout,
+                timeout_summary=f"wait_events after {request.after}",
+            )
+        except TimeoutError:
+            pass
+        return self._events.page(after=request.after, limit=request.limit)
+
+    @wait_events.validator
+    def _validate_wait_events(self, raw: Any = None) -> None:
+        self._rejecting(lambda: parse_input(WaitEventsRequest, raw))
+
+    # ------------------------------------------------------------------ wire: queries
+
+    @workflow.query(name="state")
+    def state_query(self) -> StateView:
+        committed = self._versions.current
+        return StateView(
+            version=committed.version,
+            state=committed.state,
+            versions_kept=self._versions.kept(),
+            busy=self._busy,
+            inbox=len(self._inbox),
+        )
+
+    @workflow.query(name="events")
+    def events_query(self, raw: Any = None) -> EventsPage:
+        query = parse_input(EventsQuery, raw)
+        return self._events.page(after=query.after, limit=query.limit or 100)
+
+    # ------------------------------------------------------------------ the loop
+
+    async def serve(self) -> None:
+        """Apply wakes one at a time, forever; continue-as-new before any per-run limit."""
+        self._publish(AgentStatus.IDLE if not self._inbox else AgentStatus.WORKING)
+        while True:
+            if not self._inbox:
+                self._publish(AgentStatus.IDLE)
+                if not await self._wait_for_work():
+                    await self._continue_as_new("idle compaction")
+            if self._continue_as_new_reason():
+                await self._continue_as_new(self._continue_as_new_reason() or "")
+            self._publish(AgentStatus.WORKING)
+            await self._apply(self._inbox.popleft())
+
+    async def _wait_for_work(self) -> bool:
+        """Wait until there is work or a run limit is near. False: idle long enough to
+        compact the history by continuing as new."""
+        compact = (
+            self.compact_idle_after
+            if self.compact_idle_after is not None
+            and workflow.info().get_current_history_length() >= self.compact_min_history_events
+            else None
+        )
+        try:
+            await workflow.wait_condition(
+                lambda: bool(self._inbox) or self._continue_as_new_reason() is not None,
+                timeout=compact,
+                timeout_summary="idle: compact history" if compact else None,
+            )
+        except TimeoutError:
+            return False
+        return True
+
+    async def _apply(self, wake: Wake) -> None:
+        self._busy = True
+        try:
+            if isinstance(wake, MessageWake):
+                await self._apply_message(wake)
+            elif isinstance(wake, RollbackWake):
+                self._apply_rollback(wake)
+            else:
+                assert_never(wake)
+        finally:
+            self._busy = False
+
+    async def _apply_message(self, wake: MessageWake) -> None:
+        message = wake.message
+        assert message.id is not None
+        self._details(f"working on message `{message.id}` from {message.sender or 'anonymous'}")
+        try:
+            reply = await self.on_message(message)
+        except _CODE_ERRORS:
+            raise
+        except Exception as err:  # a failed turn: restore, record, tell the caller
+            self.state = self._restore(self._versions.current.state)
+            failure = TurnFailed(
+                f"turn for message {message.id!r} failed: {type(err).__name__}: {err}",
+                error_type=type(err).__name__,
+                version=self.version,
+            )
+            workflow.logger.warning("turn failed, state restored: %s", failure)
+            self._log(
+                TurnFailedEvent,
+                message_id=message.id,
+                error_type=type(err).__name__,
+                error=str(err),
+                version=self.version,
+            )
+            self._settle(message.id, failure)
+            return
+        committed = self._versions.commit(self.state.model_dump(mode="json"))
+        self._seen.remember(SeenMessage(id=message.id, reply=reply, version=committed.version))
+        self._log(TurnEvent, message_id=message.id, version=committed.version, reply=preview(reply))
+        self._settle(message.id, AskReply(id=message.id, reply=reply, version=committed.version))
+
+    def _apply_rollback(self, wake: RollbackWake) -> None:
+        try:
+            target = self._versions.get(wake.to_version)
+        except PerennialError as err:  # evicted from the ring while the request was queued
+            self._settle(wake.request_id, err)
+            return
+        self.state = self._restore(target.state)
+        committed = self._versions.commit(target.state)
+        self._log(
+            RolledBackEvent,
+            to_version=target.version,
+            version=committed.version,
+        )
+        self._settle(
+            wake.request_id,
+            RollbackResult(restored_version=target.version, version=committed.version),
+        )
+
+    # ------------------------------------------------------------------ continue-as-new
+
+    def _continue_as_new_reason(self) -> str | None:
+        info = workflow.info()
+        if info.is_continue_as_new_suggested():
+            return "suggested by the server"
+        if info.get_current_history_length() >= self.max_history_events:
+            return f"history reached {self.max_history_events} events"
+        if self._signals_this_run >= self.max_signals_per_run:
+            return f"{self.max_signals_per_run} signals in this run"
+        if self._updates_this_run >= self.max_updates_per_run:
+            return f"{self.max_updates_per_run} updates in this run"
+        return None
+
+    async def _continue_as_new(self, reason: str) -> None:
+        """Finish every request someone is waiting for, then carry everything else over.
+
+        Callers of `ask`/`rollback` are waiting on wakes in the inbox, so those are applied
+        first (in arrival order, with whatever came before them); long-polls are released.
+        Signals that are not awaited stay in the inbox and travel to the next run.
+        """
+        self._draining = True
+        self._details(f"continuing as new: {reason}")
+        while True:
+            while any(self._is_awaited(wake) for wake in self._inbox):
+                await self._apply(self._inbox.popleft())
+            await workflow.wait_condition(
+                lambda: workflow.all_handlers_finished()
+                or any(self._is_awaited(wake) for wake in self._inbox)
+            )
+            if workflow.all_handlers_finished():
+                break
+        self._log(ContinuedAsNewEvent, reason=reason, carried_wakes=len(self._inbox))
+        workflow.logger.info("continuing as new (%s), carrying %d wakes", reason, len(self._inbox))
+        workflow.continue_as_new(
+            AgentStart(
+                snapshots=self._versions.snapshots(),
+                inbox=list(self._inbox),
+                seen=self._seen.entries(),
+                events=self._events.tail(),
+                next_offset=self._events.next_offset,
+                generation=self._generation + 1,
+            )
+        )
+
+    def _is_awaited(self, wake: Wake) -> bool:
+        key = wake.message.id if isinstance(wake, MessageWake) else wake.request_id
+        pending = self._pending.get(key or "")
+        return pending is not None and pending.waiters > 0
+
+    # ------------------------------------------------------------------ helpers
+
+    def _parse_message(self, raw: Any) -> Message:
+        message = parse_input(Message, raw, error=InvalidMessage)
+        if len(message.text) > self.max_text_chars:
+            raise InvalidMessage(
+                f"text has {len(message.text)} characters; this agent type accepts at most "
+                f"{self.max_text_chars}"
+            )
+        size = len(message.model_dump_json())
+        if size > self.max_message_bytes:
+            raise InvalidMessage(
+                f"message is {size} bytes as JSON; at most {self.max_message_bytes} accepted"
+            )
+        return message
+
+    @staticmethod
+    def _rejecting(check: Any) -> None:
+        """Run a validator check; a PerennialError becomes a typed update rejection."""
+        try:
+            check()
+        except PerennialError as err:
+            raise to_application_error(err) from None
+
+    def _admit(self, message: Message, *, awaited: bool) -> str:
+        """Queue a message unless its id was already applied or is already queued."""
+        if message.id is None:
+            message = message.model_copy(update={"id": str(workflow.uuid4())})
+        message_id = message.id
+        assert message_id is not None
+        if message_id in self._seen or message_id in self._pending:
+            return message_id
+        self._pending[message_id] = _Pending()
+        self._inbox.append(
+            MessageWake(message=message, awaited=awaited, received_at=workflow.now())
+        )
+        self._log(
+            ReceivedEvent,
+            message_id=message_id,
+            sender=message.sender,
+            text=preview(message.text) or "",
+            awaited=awaited,
+        )
+        return message_id
+
+    async def _await_outcome(self, key: str) -> AskReply | RollbackResult:
+        pending = self._pending[key]
+        pending.waiters += 1
+        try:
+            await workflow.wait_condition(lambda: pending.outcome is not None)
+        finally:
+            pending.waiters -= 1
+            if pending.waiters == 0 and self._pending.get(key) is pending:
+                del self._pending[key]
+        outcome = pending.outcome
+        if isinstance(outcome, PerennialError):
+            raise to_application_error(outcome)
+        assert outcome is not None
+        return outcome
+
+    def _settle(self, key: str, outcome: AskReply | RollbackResult | PerennialError) -> None:
+        pending = self._pending.get(key)
+        if pending is None:
+            return
+        pending.outcome = outcome
+        if pending.waiters == 0:  # nobody waits (a signal): forget it now
+            del self._pending[key]
+
+    def _restore(self, state: dict[str, Any]) -> StateT:
+        return self.state_model.model_validate(state)  # type: ignore[return-value]
+
+    def _log(self, kind: type[Event], **fields: Any) -> Event:  # type: ignore[valid-type]
+        event = kind(offset=self._events.next_offset, at=workflow.now(), **fields)
+        return self._events.append(event)
+
+    def _details(self, doing: str) -> None:
+        workflow.set_current_details(
+            f"**{self.agent_type}/{self.agent_name}**: {doing}\n\n"
+            f"version {self.version} · {len(self._inbox)} queued · "
+            f"run {self._generation + 1} · events up to {self._events.last_offset}"
+        )
+
+    def _publish(self, status: AgentStatus) -> None:
+        """Keep search attributes and current details in step, upserting only changes."""
+        wanted: dict[str, Any] = {
+            AGENT_TYPE.name: self.agent_type,
+            AGENT_NAME.name: self.agent_name,
+            AGENT_STATUS.name: status.value,
+        }
+        if status is AgentStatus.IDLE:
+            # The version is published when a busy period ends, not after every turn: one
+            # upsert per busy period keeps history small under a flood of messages.
+            wanted[AGENT_VERSION.name] = self.version
+            self._details(f"idle since {workflow.now():%Y-%m-%d %H:%M:%S} UTC")
+        changed = {k: v for k, v in wanted.items() if self._published.get(k) != v}
+        if not changed:
+            return
+        updates = [_KEYS[name].value_set(value) for name, value in changed.items()]
+        if AGENT_VERSION.name in changed and AGENT_VERSION.name in self._published:
+            updates.append(AGENT_LAST_ACTIVE.value_set(workflow.now()))
+        workflow.upsert_search_attributes(updates)
+        self._published.update(changed)
+

@@ -1,0 +1,32 @@
+"""The `notes` agent: the runtime's living example. No LLM; each message becomes a note."""
+
+from __future__ import annotations
+
+from temporalio import workflow
+
+from workflows.entity import AgentWorkflow
+from workflows.messages import AgentStart, Message
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import BaseModel
+
+
+class NotesState(BaseModel):
+    counter: int = 0
+    notes: list[str] = []
+
+
+@workflow.defn(name="notes")
+class NotesAgent(AgentWorkflow[NotesState]):
+    """Appends every message to its notes and says which note number it was."""
+
+    state_model = NotesState
+
+    @workflow.run
+    async def run(self, start: AgentStart) -> None:
+        await self.serve()
+
+    async def on_message(self, message: Message) -> str:
+        self.state.notes.append(message.text)
+        self.state.counter += 1
+        return f"Noted (note #{self.state.counter})."
