@@ -52,7 +52,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
             log.info("registered search attributes", added=added)
     except Exception as err:  # e.g. Temporal Cloud: the operator API needs other credentials
         log.warning("could not check search attributes; register them by hand", error=str(err))
-    stop = stop or _stop_on_signals()
+    stop = stop or stop_on_signals()
     worker = build_worker(client, settings)
     log.info("worker started", task_queue=settings.task_queue, address=settings.address,
              agent_types=sorted(AGENT_TYPES))  # fmt: skip
@@ -61,7 +61,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
     log.info("worker stopped")
 
 
-def _stop_on_signals() -> asyncio.Event:
+def stop_on_signals() -> asyncio.Event:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

