@@ -1,0 +1,53 @@
+"""Record the replay-test histories: `python -m tests.histories.record`.
+
+Run it when a release adds behaviour worth guarding; keep the old files: every checked-in
+history must keep replaying, because real agents live through deploys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import tempfile
+from datetime import date
+from pathlib import Path
+
+from client import Perennial, Settings
+from client.server import DevServer, free_port
+from worker import build_worker
+
+HERE = Path(__file__).parent
+
+
+async def notes_scenario(perennial: Perennial, name: str) -> str:
+    """Exercise every handler of the notes agent; returns the workflow id."""
+    agent = perennial.agent("notes", name)
+    await agent.ask("first", id="h1", sender="recorder")
+    await agent.send("second", id="h2")
+    await agent.ask("first", id="h1")  # duplicate
+    await agent.ask("third", data={"tags": ["x"]})
+    await agent.rollback(1)
+    await agent.wait_events(after=0, timeout=1)
+    await agent.events(after=2)
+    await perennial.client.get_workflow_handle(agent.id).signal("message", {"txt": "malformed"})
+    await agent.ask("after the malformed signal")
+    return agent.id
+
+
+async def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(state_dir=Path(tmp), server_port=free_port(), task_queue="record")
+        async with DevServer(settings, headless=True):
+            perennial = await Perennial.connect(settings)
+            async with build_worker(perennial.client, settings):
+                workflow_id = await notes_scenario(perennial, "replayed")
+                history = await perennial.client.get_workflow_handle(workflow_id).fetch_history()
+    out = HERE / f"notes-{date.today():%Y%m%d}.json"
+    doc = {"workflow_id": history.workflow_id, "history": json.loads(history.to_json())}
+    out.write_text(json.dumps(doc, indent=1))
+    print(f"wrote {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
