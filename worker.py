@@ -16,6 +16,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from client.connection import connect, ensure_search_attributes
 from client.logging import configure_logging
+from client.process import exit_process
 from client.settings import Settings
 from workflows.registry import AGENT_TYPES
 
@@ -74,7 +75,11 @@ def main() -> None:
     configure_logging(fmt=settings.log_format, level=settings.log_level)
     if settings.embedded:
         settings = settings.model_copy(update={"temporal_address": settings.address})
-    asyncio.run(run_worker(settings))
+    try:
+        asyncio.run(run_worker(settings))
+    except KeyboardInterrupt:
+        exit_process(130)
+    exit_process(0)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """What callers import: the Python client (and, in submodules, the CLI and settings)."""
 
 from client.agents import AgentHandle, AgentState, AgentSummary, AskTimedOut, Perennial
+from client.connection import TemporalUnavailable
 from client.settings import Settings
 from workflows.errors import (
     AgentNotFound,
@@ -33,6 +34,7 @@ __all__ = [
     "RunError",
     "Settings",
     "StateView",
+    "TemporalUnavailable",
     "TurnFailed",
     "UnknownAgentType",
     "UsageError",

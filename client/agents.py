@@ -194,7 +194,9 @@ class AgentHandle:
             "ask",
             message,
             start_workflow_operation=start,
-            id=message.id,
+            # The update id is left to the SDK (unique per call): duplicate suppression is
+            # the agent's, by message id, so a retried failed turn is applied afresh rather
+            # than answered from the server's per-run update cache.
             result_type=AskReply,
         )
         try:
@@ -251,8 +253,9 @@ class AgentHandle:
                 page = await self.wait_events(after=after, timeout=poll_seconds)
             except AgentNotFound:
                 # The run may be switching (continue-as-new); only give up if it is gone.
+                if not (await self.describe()).running:
+                    raise
                 await asyncio.sleep(0.2)
-                await self.describe()
                 continue
             if page.missed:
                 log.warning("watch fell behind the bounded event log", agent=self.id,

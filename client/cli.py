@@ -28,6 +28,7 @@ from pydantic import BaseModel
 
 from client.agents import AgentHandle, Perennial
 from client.logging import configure_logging
+from client.process import exit_process
 from client.server import DevServer, ServerError
 from client.settings import Settings
 from workflows.errors import PerennialError, UsageError
@@ -300,20 +301,26 @@ def main(argv: list[str] | None = None) -> None:
         server_port=args.port,
         ui_port=args.ui_port,
     )
-    configure_logging(fmt=settings.log_format, level=settings.log_level)
+    quiet = args.command == "demo" and "log_level" not in settings.model_fields_set
+    configure_logging(fmt=settings.log_format, level="WARNING" if quiet else settings.log_level)
+    exit_process(_run(args, settings))
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         asyncio.run(args.fn(args, settings))
     except KeyboardInterrupt:
-        pass
+        return 130
     except UsageError as err:
         print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
-        sys.exit(2)
+        return 2
     except (PerennialError, ServerError) as err:
         print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
-        sys.exit(1)
+        return 1
     except RuntimeError as err:  # e.g. cannot connect to the server
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

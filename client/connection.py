@@ -12,6 +12,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import TLSConfig
 
 from client.settings import Settings
+from workflows.errors import RunError
 from workflows.visibility import ALL_KEYS
 
 
@@ -29,15 +30,29 @@ def _tls(settings: Settings) -> TLSConfig | bool:
     return settings.tls or settings.api_key is not None
 
 
+class TemporalUnavailable(RunError):
+    """No Temporal server answered at the configured address."""
+
+
 async def connect(settings: Settings) -> Client:
     """A Temporal client for `settings` (pydantic payloads, TLS and API key applied)."""
-    return await Client.connect(
-        settings.address,
-        namespace=settings.namespace,
-        api_key=settings.api_key.get_secret_value() if settings.api_key else None,
-        tls=_tls(settings),
-        data_converter=pydantic_data_converter,
-    )
+    try:
+        return await Client.connect(
+            settings.address,
+            namespace=settings.namespace,
+            api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+            tls=_tls(settings),
+            data_converter=pydantic_data_converter,
+        )
+    except RuntimeError as err:
+        hint = (
+            "start one with `perennial server` or `perennial dev`, or set TEMPORAL_ADDRESS"
+            if settings.embedded
+            else "check TEMPORAL_ADDRESS and the TLS / API key settings"
+        )
+        raise TemporalUnavailable(
+            f"cannot reach Temporal at {settings.address}: {hint} ({err})"
+        ) from err
 
 
 async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
