@@ -35,6 +35,7 @@ from workflows.errors import (
     AgentNotFound,
     InvalidMessage,
     InvalidRequest,
+    InvalidSchedule,
     PerennialError,
     RunError,
     from_application_error,
@@ -43,16 +44,22 @@ from workflows.errors import (
 from workflows.messages import (
     AgentStart,
     AskReply,
+    CancelScheduleRequest,
     Event,
     EventsPage,
     EventsQuery,
     Message,
     RollbackRequest,
     RollbackResult,
+    Schedule,
+    ScheduleList,
+    ScheduleRequest,
+    ScheduleResult,
     StateView,
     WaitEventsRequest,
 )
 from workflows.registry import agent_class
+from workflows.schedules import check_request
 from workflows.visibility import (
     AGENT_LAST_ACTIVE,
     AGENT_NAME,
@@ -150,6 +157,8 @@ class AgentHandle:
             "id": self.id,
             "task_queue": self._settings.task_queue,
             "id_conflict_policy": WorkflowIDConflictPolicy.USE_EXISTING,
+            # Shown in the Web UI's workflow list and header.
+            "static_summary": f"{self.agent_type} agent {self.name!r}",
         }
 
     async def send(
@@ -272,6 +281,81 @@ class AgentHandle:
             return await handle.execute_update("rollback", request, result_type=RollbackResult)
         except (WorkflowUpdateFailedError, RPCError) as err:
             raise _translate(err, workflow_id=self.id) from err
+
+    # ------------------------------------------------------------------ schedules
+
+    async def schedule(
+        self,
+        id: str,
+        payload: str,
+        *,
+        after_seconds: float | None = None,
+        at: datetime | None = None,
+        every_seconds: float | None = None,
+        cron: str | None = None,
+        timezone: str | None = None,
+        created_by: str | None = "client",
+    ) -> ScheduleResult:
+        """Create the schedule `id`, or replace the agent's schedule with that id (never a
+        duplicate), creating the agent if needed. When it falls due, the agent is woken with
+        an alarm carrying `payload`.
+
+        Exactly one of: `after_seconds` (once, that long from now), `at` (once; a naive
+        datetime is read in `timezone`, else UTC), `every_seconds` (recurring), `cron`
+        (recurring; 5 fields, or 6 with seconds last; read in `timezone`, else UTC).
+
+        Raises `InvalidSchedule` (bad timing, cron or time zone; a one-shot time that is not
+        in the future by the agent's clock) and `TooManySchedules`; nothing is changed then.
+        """
+        request = self._schedule_request(
+            id=id,
+            payload=payload,
+            after_seconds=after_seconds,
+            at=at,
+            every_seconds=every_seconds,
+            cron=cron,
+            timezone=timezone,
+            created_by=created_by,
+        )
+        start = WithStartWorkflowOperation(self.agent_type, AgentStart(), **self._start_args())
+        try:
+            return await self._client.execute_update_with_start_workflow(
+                "schedule", request, start_workflow_operation=start, result_type=ScheduleResult
+            )
+        except (WorkflowUpdateFailedError, RPCError) as err:
+            raise _translate(err, workflow_id=self.id) from err
+
+    def _schedule_request(self, **fields: Any) -> ScheduleRequest:
+        """Refuse what can be refused here, before the agent is created for it."""
+        request = parse_input(ScheduleRequest, fields, error=InvalidSchedule)
+        check_request(request)
+        if len(request.payload) > self._agent.max_text_chars:
+            raise InvalidSchedule(
+                f"payload has {len(request.payload)} characters; {self.agent_type} agents "
+                f"accept at most {self._agent.max_text_chars}"
+            )
+        shortest = self._agent.min_every_seconds
+        if request.every_seconds is not None and request.every_seconds < shortest:
+            raise InvalidSchedule(
+                f"every_seconds={request.every_seconds:g} is below the minimum of "
+                f"{shortest:g} for {self.agent_type} agents"
+            )
+        return request
+
+    async def cancel_schedule(self, id: str) -> Schedule:
+        """Cancel a pending schedule and return it (raises `ScheduleNotFound`). An alarm of
+        it that already fell due and waits in the inbox is still applied."""
+        request = parse_input(CancelScheduleRequest, {"id": id}, error=InvalidSchedule)
+        handle = self._client.get_workflow_handle(self.id)
+        try:
+            return await handle.execute_update("cancel_schedule", request, result_type=Schedule)
+        except (WorkflowUpdateFailedError, RPCError) as err:
+            raise _translate(err, workflow_id=self.id) from err
+
+    async def schedules(self) -> list[Schedule]:
+        """The agent's pending schedules, soonest first (query `schedules`)."""
+        found: ScheduleList = await self._query("schedules", None, ScheduleList)
+        return found.schedules
 
     async def describe(self) -> AgentSummary:
         """The agent's visibility record (raises `AgentNotFound` if it never existed)."""
