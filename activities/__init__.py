@@ -1,1 +1,35 @@
-"""All I/O that agents do runs here, as Temporal activities (retried, timed out, visible)."""
+"""All I/O that agents do runs here, as Temporal activities (retried, timed out, visible).
+
+`build_activities(settings)` is what the worker registers: the model call, and one activity
+per activity tool used by a registered agent type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from activities.agents import deliver_message
+from activities.llm import ModelActivities
+from activities.tools import collect_activity_tools, tool_activity
+from client.settings import Settings
+
+
+def build_activities(
+    settings: Settings, *, agent_types: Iterable[type] | None = None
+) -> list[Callable[..., Any]]:
+    """The activities of a worker with these settings, for these agent types (default: all
+    registered ones)."""
+    if agent_types is None:
+        from workflows.registry import AGENT_TYPES
+
+        agent_types = AGENT_TYPES.values()
+    tools = collect_activity_tools(agent_types)
+    return [
+        ModelActivities(settings).complete,
+        deliver_message,
+        *(tool_activity(t, settings) for t in tools),
+    ]
+
+
+__all__ = ["ModelActivities", "build_activities"]

@@ -14,7 +14,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import structlog
 from pydantic import BaseModel, ConfigDict, JsonValue
@@ -119,6 +119,15 @@ def _translate(err: Exception, *, workflow_id: str) -> Exception:
     return err
 
 
+def _reraise(err: Exception, *, workflow_id: str) -> NoReturn:
+    """Raise `err` as Perennial's typed error, or as itself when it is not one of ours
+    (`raise err from err` would make it its own cause and hide the real one)."""
+    translated = _translate(err, workflow_id=workflow_id)
+    if translated is err:
+        raise err
+    raise translated from err
+
+
 class AgentHandle:
     """One named agent. Cheap to create; nothing is sent until you call a method."""
 
@@ -138,7 +147,11 @@ class AgentHandle:
     # ------------------------------------------------------------------ messages
 
     def _message(self, text: str, sender: str | None, id: str | None, data: JsonValue) -> Message:
-        raw = {"text": text, "sender": sender, "id": id or str(uuid.uuid4()), "data": data}
+        # Only a missing id gets a fresh one: an empty id is a mistake (an unset variable?)
+        # and is refused like the agent refuses it, not silently replaced, which would turn
+        # off duplicate suppression for a caller who believes it passed an id.
+        message_id = str(uuid.uuid4()) if id is None else id
+        raw = {"text": text, "sender": sender, "id": message_id, "data": data}
         message = parse_input(Message, raw, error=InvalidMessage)
         if len(message.text) > self._agent.max_text_chars:
             raise InvalidMessage(
@@ -217,7 +230,7 @@ class AgentHandle:
                 message_id=message.id,
             ) from None
         except (WorkflowUpdateFailedError, RPCError) as err:
-            raise _translate(err, workflow_id=self.id) from err
+            _reraise(err, workflow_id=self.id)
 
     # ------------------------------------------------------------------ reads
 
@@ -252,7 +265,7 @@ class AgentHandle:
         try:
             return await handle.execute_update("wait_events", request, result_type=EventsPage)
         except (WorkflowUpdateFailedError, RPCError) as err:
-            raise _translate(err, workflow_id=self.id) from err
+            _reraise(err, workflow_id=self.id)
 
     async def watch(self, *, after: int = 0, poll_seconds: float = 30.0) -> AsyncIterator[Event]:
         """Every event after `after`, live, forever (break out when you are done). Survives the
@@ -280,7 +293,7 @@ class AgentHandle:
         try:
             return await handle.execute_update("rollback", request, result_type=RollbackResult)
         except (WorkflowUpdateFailedError, RPCError) as err:
-            raise _translate(err, workflow_id=self.id) from err
+            _reraise(err, workflow_id=self.id)
 
     # ------------------------------------------------------------------ schedules
 
@@ -323,16 +336,17 @@ class AgentHandle:
                 "schedule", request, start_workflow_operation=start, result_type=ScheduleResult
             )
         except (WorkflowUpdateFailedError, RPCError) as err:
-            raise _translate(err, workflow_id=self.id) from err
+            _reraise(err, workflow_id=self.id)
 
     def _schedule_request(self, **fields: Any) -> ScheduleRequest:
         """Refuse what can be refused here, before the agent is created for it."""
         request = parse_input(ScheduleRequest, fields, error=InvalidSchedule)
         check_request(request)
-        if len(request.payload) > self._agent.max_text_chars:
+        longest = self._agent.max_schedule_payload_chars
+        if len(request.payload) > longest:
             raise InvalidSchedule(
                 f"payload has {len(request.payload)} characters; {self.agent_type} agents "
-                f"accept at most {self._agent.max_text_chars}"
+                f"accept at most {longest}"
             )
         shortest = self._agent.min_every_seconds
         if request.every_seconds is not None and request.every_seconds < shortest:
@@ -350,7 +364,7 @@ class AgentHandle:
         try:
             return await handle.execute_update("cancel_schedule", request, result_type=Schedule)
         except (WorkflowUpdateFailedError, RPCError) as err:
-            raise _translate(err, workflow_id=self.id) from err
+            _reraise(err, workflow_id=self.id)
 
     async def schedules(self) -> list[Schedule]:
         """The agent's pending schedules, soonest first (query `schedules`)."""
@@ -362,7 +376,7 @@ class AgentHandle:
         try:
             desc = await self._client.get_workflow_handle(self.id).describe()
         except RPCError as err:
-            raise _translate(err, workflow_id=self.id) from err
+            _reraise(err, workflow_id=self.id)
         return _summary(desc)
 
     async def _query(self, name: str, arg: BaseModel | None, result_type: type[Any]) -> Any:
@@ -372,7 +386,7 @@ class AgentHandle:
                 return await handle.query(name, result_type=result_type)
             return await handle.query(name, arg, result_type=result_type)
         except (WorkflowQueryFailedError, RPCError) as err:
-            raise _translate(err, workflow_id=self.id) from err
+            _reraise(err, workflow_id=self.id)
 
 
 def _summary(execution: Any) -> AgentSummary:

@@ -9,6 +9,11 @@
     perennial events notes/alice --follow
     perennial list --type notes
     perennial rollback notes/alice 3
+    perennial schedule notes/alice --id standup --payload "stand up" --every 3600
+    perennial schedules notes/alice
+    perennial unschedule notes/alice standup
+    perennial approvals [assistant/alice]  calls waiting for a person (all agents, or one)
+    perennial decide assistant/alice appr-1a2b --approve|--reject [--comment "why"]
 
 Human-readable output by default, `--json` for scripts. Exit status: 0 ok, 1 the agent
 could not do it (RunError), 2 the request was wrong (UsageError).
@@ -21,18 +26,21 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
 from client.agents import AgentHandle, Perennial
+from client.llm_events import format_llm_event
 from client.logging import configure_logging
 from client.process import exit_process
 from client.server import DevServer, ServerError
 from client.settings import Settings
-from workflows.errors import PerennialError, UsageError
-from workflows.messages import Event
+from workflows.errors import InvalidSchedule, PerennialError, UsageError
+from workflows.messages import Event, Schedule
+from workflows.schedules import describe
 
 
 def _parse_agent(ref: str) -> tuple[str, str]:
@@ -61,6 +69,8 @@ def _emit(args: argparse.Namespace, value: Any, human: str) -> None:
 
 def format_event(event: Event) -> str:
     """One line per event, for people."""
+    if (line := format_llm_event(event)) is not None:  # runs, steps, texts, tools, errors
+        return line
     at = f"{event.at:%H:%M:%S}"
     match event.kind:
         case "received":
@@ -83,7 +93,34 @@ def format_event(event: Event) -> str:
                 f"#{event.offset} {at} continued as new ({event.reason}), "
                 f"{event.carried_wakes} wakes carried"
             )
+        case "scheduled":
+            how = "replaced" if event.replaced else "scheduled"
+            return (
+                f"#{event.offset} {at} {how} {event.schedule_id} ({event.timing}, next "
+                f"{_when(event.next_due)}) by {event.created_by or '-'}: {event.payload}"
+            )
+        case "schedule_cancelled":
+            return f"#{event.offset} {at} cancelled schedule {event.schedule_id}"
+        case "alarm":
+            late = (event.fired_at - event.due_at).total_seconds()
+            missed = f", {event.missed} earlier missed" if event.missed else ""
+            following = f", next {_when(event.next_due)}" if event.next_due else ", done"
+            return (
+                f"#{event.offset} {at} alarm {event.schedule_id} due {_when(event.due_at)} "
+                f"({late:.2f}s late{missed}{following}): {event.payload}"
+            )
     return f"#{event.offset} {at} {event.kind}"
+
+
+def _when(moment: datetime) -> str:
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+
+
+def _format_schedule(schedule: Schedule) -> str:
+    return (
+        f"{schedule.id:20} next {_when(schedule.next_due)}  {describe(schedule):28} "
+        f"fired {schedule.fired:<4} by {schedule.created_by or '-'}: {schedule.payload}"
+    )
 
 
 # --------------------------------------------------------------------------- agent commands
@@ -143,6 +180,43 @@ async def cmd_rollback(args: argparse.Namespace, settings: Settings) -> None:
     _emit(args, result, f"restored v{result.restored_version} as v{result.version}")
 
 
+async def cmd_schedule(args: argparse.Namespace, settings: Settings) -> None:
+    _, agent = await _agent(args, settings)
+    at = None
+    if args.at is not None:
+        try:
+            at = datetime.fromisoformat(args.at)
+        except ValueError:
+            raise InvalidSchedule(f"--at {args.at!r} is not an ISO-8601 time") from None
+    result = await agent.schedule(
+        args.id,
+        args.payload,
+        after_seconds=args.after,
+        at=at,
+        every_seconds=args.every,
+        cron=args.cron,
+        timezone=args.timezone,
+        created_by=args.created_by,
+    )
+    how = "replaced" if result.replaced else "scheduled"
+    _emit(args, result, f"{how} on {agent.id}: {_format_schedule(result.schedule)}")
+
+
+async def cmd_schedules(args: argparse.Namespace, settings: Settings) -> None:
+    _, agent = await _agent(args, settings)
+    schedules = await agent.schedules()
+    if args.json:
+        print(json.dumps([s.model_dump(mode="json") for s in schedules]))
+        return
+    print("\n".join(_format_schedule(s) for s in schedules) or "(no schedules)")
+
+
+async def cmd_unschedule(args: argparse.Namespace, settings: Settings) -> None:
+    _, agent = await _agent(args, settings)
+    cancelled = await agent.cancel_schedule(args.id)
+    _emit(args, cancelled, f"cancelled on {agent.id}: {_format_schedule(cancelled)}")
+
+
 async def cmd_list(args: argparse.Namespace, settings: Settings) -> None:
     perennial = await Perennial.connect(settings)
     agents = await perennial.list_agents(
@@ -156,6 +230,39 @@ async def cmd_list(args: argparse.Namespace, settings: Settings) -> None:
     for a in agents:
         active = f"{a.last_active:%Y-%m-%d %H:%M:%S}" if a.last_active else "-"
         print(f"{a.workflow_id:40} {a.status or '-':18} v{a.version or 0:<6} last active {active}")
+
+
+async def cmd_approvals(args: argparse.Namespace, settings: Settings) -> None:
+    from client.approvals import pending_approvals, waiting_for_approval
+
+    perennial = await Perennial.connect(settings)
+    if args.agent:
+        agent = perennial.agent(*_parse_agent(args.agent))
+        found = [(agent.id, await pending_approvals(agent))]
+    else:
+        found = [(s.workflow_id, a) for s, a in await waiting_for_approval(perennial)]
+    if args.json:
+        print(json.dumps({aid: [a.model_dump(mode="json") for a in pending]
+                          for aid, pending in found}))  # fmt: skip
+        return
+    lines = [
+        f"{aid:32} {a.approval_id:18} {a.tool}({a.arguments}) asked {_when(a.requested_at)}"
+        + (f", deadline {_when(a.deadline)}" if a.deadline else "")
+        for aid, pending in found
+        for a in pending
+    ]
+    print("\n".join(lines) or "(no pending approvals)")
+
+
+async def cmd_decide(args: argparse.Namespace, settings: Settings) -> None:
+    from client.approvals import decide
+
+    _, agent = await _agent(args, settings)
+    decision = await decide(
+        agent, args.id, approve=args.approve, comment=args.comment, decided_by=args.by
+    )
+    verdict = "approved" if decision.approved else "rejected"
+    _emit(args, decision, f"{verdict} {decision.approval_id} on {agent.id}")
 
 
 # --------------------------------------------------------------------------- runtime commands
@@ -217,6 +324,7 @@ async def cmd_dev(args: argparse.Namespace, settings: Settings) -> None:
 
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
     from client.demo import run_demo
+    from client.local_model import local_model_if_needed
 
     async def body(s: Settings) -> None:
         await run_demo(s)
@@ -224,7 +332,9 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
             print("\nThe server and worker keep running; try the commands above. Ctrl-C stops.")
             await _until_stopped()
 
-    await _with_runtime(settings, args.headless, body)
+    # No model endpoint configured: the optional tiny local model, if it is installed.
+    async with local_model_if_needed(settings) as settings:
+        await _with_runtime(settings, args.headless, body)
 
 
 # --------------------------------------------------------------------------- parsing
@@ -280,6 +390,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("agent")
     p.add_argument("version", type=int)
     p.set_defaults(fn=cmd_rollback)
+
+    p = sub.add_parser("schedule", help="create or replace a schedule (creates the agent)")
+    p.add_argument("agent")
+    p.add_argument("--id", required=True, help="schedule id (an existing id is replaced)")
+    p.add_argument("--payload", required=True, help="what the agent is woken with")
+    timing = p.add_mutually_exclusive_group(required=True)
+    timing.add_argument("--after", type=float, metavar="SECONDS", help="once, after a delay")
+    timing.add_argument("--at", metavar="ISO", help="once, at an ISO-8601 time")
+    timing.add_argument("--every", type=float, metavar="SECONDS", help="recurring interval")
+    timing.add_argument("--cron", metavar="EXPR", help="recurring, 5 fields (or 6, seconds last)")
+    p.add_argument("--timezone", metavar="TZ", help="IANA zone for --cron / a naive --at (UTC)")
+    p.add_argument("--created-by", default="cli", help="recorded with the schedule (cli)")
+    p.set_defaults(fn=cmd_schedule)
+
+    p = sub.add_parser("schedules", help="list an agent's pending schedules")
+    p.add_argument("agent")
+    p.set_defaults(fn=cmd_schedules)
+
+    p = sub.add_parser("unschedule", help="cancel a schedule")
+    p.add_argument("agent")
+    p.add_argument("id")
+    p.set_defaults(fn=cmd_unschedule)
+
+    p = sub.add_parser("approvals", help="list calls waiting for a person's approval")
+    p.add_argument("agent", nargs="?", help="TYPE/NAME (default: every waiting agent)")
+    p.set_defaults(fn=cmd_approvals)
+
+    p = sub.add_parser("decide", help="approve or reject a pending call (first decision wins)")
+    p.add_argument("agent")
+    p.add_argument("id", help="the approval id")
+    verdict = p.add_mutually_exclusive_group(required=True)
+    verdict.add_argument("--approve", dest="approve", action="store_true")
+    verdict.add_argument("--reject", dest="approve", action="store_false")
+    p.add_argument("--comment")
+    p.add_argument("--by", default="cli", help="who decides (recorded; cli)")
+    p.set_defaults(fn=cmd_decide)
 
     p = sub.add_parser("list", help="list agents (visibility API)")
     p.add_argument("--type")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from client.agents import Perennial
+from client.assistant_demo import run_assistant_demo
 from client.cli import format_event
 from client.settings import Settings
 
@@ -43,6 +44,8 @@ async def run_demo(settings: Settings) -> None:
     page = await alice.events()
     for event in page.events:
         _say("  " + format_event(event))
+
+    await run_assistant_demo(perennial, settings)
 
     _say("\n== Every agent, from the visibility API (search attributes) ==")
     for agent in await perennial.list_agents(agent_type="notes"):

@@ -48,6 +48,19 @@ def free_port(ip: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def _die_with_parent() -> None:
+    """In the server's child process: on Linux, ask the kernel to SIGTERM it when the process
+    that started it dies, so a killed `perennial dev` or test run leaves no orphan server
+    holding its port and SQLite file. Elsewhere the server is stopped by `stop()` only."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def _port_in_use(ip: str, port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex((ip, port)) == 0
@@ -112,6 +125,7 @@ class DevServer:
                 stdout=server_log,
                 stderr=server_log,
                 start_new_session=True,  # Ctrl-C goes to us; we stop the server in order
+                preexec_fn=_die_with_parent,
             )
         client = await self._wait_healthy(timeout)
         await ensure_search_attributes(client, s.namespace)

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 _ENV = {
     "temporal_address": "TEMPORAL_ADDRESS",
@@ -30,6 +30,10 @@ _ENV = {
     "sticky_timeout_seconds": "PERENNIAL_STICKY_TIMEOUT_SECONDS",
     "log_format": "PERENNIAL_LOG_FORMAT",
     "log_level": "PERENNIAL_LOG_LEVEL",
+    "openai_api_key": "OPENAI_API_KEY",
+    "openai_base_url": "OPENAI_BASE_URL",
+    "openai_model": "OPENAI_MODEL",
+    "worker_modules": "PERENNIAL_WORKER_MODULES",
 }
 
 
@@ -63,6 +67,30 @@ class Settings(BaseModel):
 
     log_format: str = Field(default="auto", pattern="^(auto|console|json)$")
     log_level: str = "INFO"
+
+    #: The LLM endpoint (any OpenAI-compatible Chat Completions server). The key is used by
+    #: the model activity only and never enters workflow history. Without a base URL the
+    #: OpenAI API is used (and needs the key).
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+    #: The model of agent types that do not name one.
+    openai_model: str = "gpt-4o-mini"
+
+    #: Modules the worker imports before it starts (comma-separated in the environment), so
+    #: agent types and tools an application registers there run on `perennial worker`.
+    worker_modules: tuple[str, ...] = ()
+
+    @field_validator("worker_modules", mode="before")
+    @classmethod
+    def _split_modules(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(m.strip() for m in value.split(",") if m.strip())
+        return value
+
+    @property
+    def llm_configured(self) -> bool:
+        """True when an LLM endpoint is set (a base URL, or a key for the OpenAI API)."""
+        return self.openai_base_url is not None or self.openai_api_key is not None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:

@@ -21,6 +21,7 @@ from temporalio.worker import Worker
 
 from client import Perennial, Settings
 from client.server import DevServer, free_port
+from tests.scripted_llm import ScriptedLLM
 from worker import build_worker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,6 +71,14 @@ async def worker(perennial: Perennial, settings: Settings) -> AsyncIterator[Work
         yield w
 
 
+@pytest.fixture
+def scripted_llm() -> Iterator[ScriptedLLM]:
+    """A local Chat Completions server replaying this test's script (tests/scripted_llm.py).
+    Point a worker at it with `settings.model_copy(update={"openai_base_url": llm.url})`."""
+    with ScriptedLLM() as llm:
+        yield llm
+
+
 class WorkerProcess:
     """A worker in a child process, so a test can kill it like a crash would."""
 
@@ -85,6 +94,14 @@ class WorkerProcess:
             PERENNIAL_STICKY_TIMEOUT_SECONDS=str(self._settings.sticky_timeout_seconds),
             PERENNIAL_LOG_LEVEL="WARNING",
         )
+        # The LLM endpoint (a scripted server in tests) and extra agent-type modules.
+        s = self._settings
+        if s.openai_base_url:
+            env["OPENAI_BASE_URL"] = s.openai_base_url
+        if s.openai_api_key:
+            env["OPENAI_API_KEY"] = s.openai_api_key.get_secret_value()
+        if s.worker_modules:
+            env["PERENNIAL_WORKER_MODULES"] = ",".join(s.worker_modules)
         self._proc = subprocess.Popen(
             [sys.executable, str(ROOT / "worker.py")], env=env, cwd=ROOT, start_new_session=True
         )

@@ -20,16 +20,22 @@ log, search attributes and current details, and continue-as-new before any per-r
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
-from datetime import timedelta
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 from typing import Any, ClassVar, Generic, TypeVar, assert_never
 
 from temporalio import workflow
 
+from workflows.alarms import Alarms
+from workflows.approvals import Approvals
+from workflows.children import Children
 from workflows.dedup import SeenWindow
 from workflows.errors import (
     InvalidMessage,
     PerennialError,
+    StateTooLarge,
     TurnFailed,
     parse_input,
     to_application_error,
@@ -37,14 +43,19 @@ from workflows.errors import (
 from workflows.eventlog import EventLog
 from workflows.messages import (
     MAX_TEXT_CHARS,
+    AgentReplyWake,
     AgentStart,
+    AlarmWake,
+    ApprovalWake,
     AskReply,
+    ChildFinishedWake,
     ContinuedAsNewEvent,
     Event,
     EventsPage,
     EventsQuery,
     Message,
     MessageWake,
+    PeerChangedWake,
     ReceivedEvent,
     RejectedEvent,
     RollbackRequest,
@@ -59,7 +70,9 @@ from workflows.messages import (
     Wake,
     preview,
 )
-from workflows.versions import Versions
+from workflows.messaging import Messaging
+from workflows.observing import Observing
+from workflows.versions import Versions, json_size
 from workflows.visibility import (
     AGENT_LAST_ACTIVE,
     AGENT_NAME,
@@ -83,6 +96,12 @@ _CODE_ERRORS = (workflow.NondeterminismError, workflow.ReadOnlyContextError)
 _KEYS: dict[str, Any] = {key.name: key for key in (AGENT_TYPE, AGENT_NAME, AGENT_STATUS, AGENT_VERSION)}
 
 
+#: Patch ids (workflow.patched): each marks a change in the commands agents emit, so that
+#: agents whose history predates it keep replaying the old way.
+_PATCH_QUIET_STATUS = "perennial-quiet-status-upserts"
+_PATCH_BOUNDED_TASKS = "perennial-bounded-workflow-tasks"
+
+
 class _Pending:
     """A queued request whose outcome one or more `ask`/`rollback` callers may await."""
 
@@ -93,9 +112,11 @@ class _Pending:
         self.outcome: AskReply | RollbackResult | PerennialError | None = None
 
 
-class AgentWorkflow(Generic[StateT]):
+class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[StateT]):
     """Base of every agent type. Subclasses set `state_model`, define `run` (calling
-    `serve()`), and implement `on_message`. The class attributes below are the knobs."""
+    `serve()`), and implement `on_message` (and, if alarms should do something other than
+    arrive as messages, `on_alarm`). The class attributes below (and those of `Alarms`:
+    `max_schedules`, `min_every_seconds`) are the knobs."""
 
     state_model: ClassVar[type[BaseModel]]
 
@@ -118,6 +139,21 @@ class AgentWorkflow(Generic[StateT]):
     #: without work, so a hibernated agent replays a short history when it wakes.
     compact_idle_after: ClassVar[timedelta | None] = timedelta(seconds=30)
     compact_min_history_events: ClassVar[int] = 200
+    #: Wakes applied in one workflow task before the loop ends that task (with a 1 ms timer)
+    #: and goes on in the next. Without a cap, a backlog (a flood of signals, a carried inbox,
+    #: messages queued while no worker ran) is applied in one activation: past the SDK's 2 s
+    #: deadlock timeout that task fails on every attempt (the agent is stuck for good), and
+    #: under a flood the server fails a task once ~100 signals are buffered behind it.
+    max_wakes_per_task: ClassVar[int] = 100
+    #: Byte budgets. Continue-as-new carries the state's kept versions, the inbox, the dedup
+    #: window and the event-log tail in one payload, and Temporal refuses payloads over 2 MB
+    #: (the agent would be stuck for good). A turn that leaves the state larger than
+    #: `max_state_bytes` fails (StateTooLarge) and is rolled back; older versions, older
+    #: dedup entries and, before the switch, inbox wakes (by applying them) give way to fit.
+    max_state_bytes: ClassVar[int] = 256 * 1024
+    max_versions_bytes: ClassVar[int] = 768 * 1024
+    max_dedup_bytes: ClassVar[int] = 256 * 1024
+    max_carried_inbox_bytes: ClassVar[int] = 384 * 1024
     #: Default and longest wait of `wait_events`.
     wait_events_default_seconds: ClassVar[float] = 30.0
 
@@ -127,25 +163,39 @@ class AgentWorkflow(Generic[StateT]):
         self.agent_type = info.workflow_type
         self.agent_name = split_agent_id(info.workflow_id, info.workflow_type)
         self._generation = start.generation
-        self._versions = Versions(keep=self.max_versions, snapshots=start.snapshots)
+        self._quiet_status = False
+        self._versions = Versions(
+            keep=self.max_versions, max_bytes=self.max_versions_bytes, snapshots=start.snapshots
+        )
         if self._versions.empty:
             self._versions.commit(self.initial_state().model_dump(mode="json"))
         self.state: StateT = self._restore(self._versions.current.state)
+        self._run_start_version = self.version  # AgentLastActive moves once this changes
         self._inbox: deque[Wake] = deque(start.inbox)
         self._pending: dict[str, _Pending] = {
             wake.message.id: _Pending()
             for wake in start.inbox
             if isinstance(wake, MessageWake) and wake.message.id
         }
-        self._seen = SeenWindow(capacity=self.dedup_window, seen=start.seen)
+        self._seen = SeenWindow(
+            capacity=self.dedup_window, max_bytes=self.max_dedup_bytes, seen=start.seen
+        )
+        self._init_alarms(start)
         self._events = EventLog(
             capacity=self.event_log_size, events=start.events, next_offset=start.next_offset
         )
+        self._init_children(start)
+        self._init_messaging(start)
+        self._init_approvals(start)
+        self._init_observing(start)
         self._busy = False
         self._draining = False
         self._signals_this_run = 0
         self._updates_this_run = 0
         self._published: dict[str, Any] = {}
+        self._task_history_length = 0
+        self._wakes_in_task = 0
+        self._idle_since: datetime | None = None
 
     # ------------------------------------------------------------------ for agent types
 
@@ -262,36 +312,85 @@ class AgentWorkflow(Generic[StateT]):
     # ------------------------------------------------------------------ the loop
 
     async def serve(self) -> None:
-        """Apply wakes one at a time, forever; continue-as-new before any per-run limit."""
-        self._publish(AgentStatus.IDLE if not self._inbox else AgentStatus.WORKING)
+        """Apply wakes one at a time, forever (a task child: until its task is answered);
+        continue-as-new before any per-run limit."""
+        try:
+            await self._serve()
+        except asyncio.CancelledError:
+            await self._report_cancelled()  # see workflows.children
+            raise
+
+    async def _serve(self) -> None:
+        self._arm_ask_timers()  # asks carried from the last run (see workflows.messaging)
+        self._arm_approval_timers()  # approval deadlines (see workflows.approvals)
+        self._arm_notifiers()  # agents observing this one (see workflows.observing)
+        self._take_due_alarms()
+        # Fewer search-attribute upserts (one history event each): none per wake, and none
+        # at start when there is work queued (the upsert after it says it all). Histories
+        # recorded before this change keep replaying through the patch.
+        self._quiet_status = workflow.patched(_PATCH_QUIET_STATUS)
+        if not (self._quiet_status and self._inbox):
+            self._publish(self._idle_status() if not self._inbox else AgentStatus.WORKING)
         while True:
+            self._take_due_alarms()  # alarms that fell due while the last turn ran
             if not self._inbox:
-                self._publish(AgentStatus.IDLE)
+                self._publish(self._idle_status())
                 if not await self._wait_for_work():
                     await self._continue_as_new("idle compaction")
             if self._continue_as_new_reason():
                 await self._continue_as_new(self._continue_as_new_reason() or "")
-            self._publish(AgentStatus.WORKING)
+            # No "working" upsert per wake: a turn that finishes within its workflow task
+            # would flip the status back before visibility ever saw it, at the cost of one
+            # history event. Turns that wait (LLM calls, long backlogs) call mark_working().
+            # Histories recorded before this change keep replaying through the patch.
+            if not self._quiet_status:
+                self._publish(AgentStatus.WORKING)
+            await self._end_long_task()
             await self._apply(self._inbox.popleft())
+            if await self._report_task():  # a task child whose task is done
+                return
 
     async def _wait_for_work(self) -> bool:
-        """Wait until there is work or a run limit is near. False: idle long enough to
-        compact the history by continuing as new."""
-        compact = (
-            self.compact_idle_after
+        """Wait until there is work (a wake, or an alarm falling due) or a run limit is
+        near. False: idle long enough to compact the history by continuing as new.
+
+        One timer at a time: for the earliest due alarm or the compaction, whichever comes
+        first; a schedule added or cancelled meanwhile re-arms it."""
+        compact_at = (
+            workflow.now() + self.compact_idle_after
             if self.compact_idle_after is not None
             and workflow.info().get_current_history_length() >= self.compact_min_history_events
             else None
         )
-        try:
-            await workflow.wait_condition(
-                lambda: bool(self._inbox) or self._continue_as_new_reason() is not None,
-                timeout=compact,
-                timeout_summary="idle: compact history" if compact else None,
-            )
-        except TimeoutError:
-            return False
-        return True
+        while True:
+            self._take_due_alarms()
+            if self._inbox or self._continue_as_new_reason() is not None:
+                return True
+            if compact_at is not None and workflow.now() >= compact_at:
+                return False
+            self._publish(self._idle_status())
+            wake_at, summary = compact_at, "idle: compact history"
+            alarm = self._alarm_timer()
+            if alarm is not None and (wake_at is None or alarm[0] < wake_at):
+                wake_at, summary = alarm
+            revision = self._alarm_revision
+
+            def woken(revision: int = revision) -> bool:
+                return (
+                    bool(self._inbox)
+                    or self._continue_as_new_reason() is not None
+                    or self._alarm_revision != revision  # a schedule added or cancelled
+                )
+
+            timeout = None
+            if wake_at is not None:
+                timeout = max((wake_at - workflow.now()).total_seconds(), 0.001)
+            try:
+                await workflow.wait_condition(
+                    woken, timeout=timeout, timeout_summary=summary if timeout else None
+                )
+            except TimeoutError:
+                pass  # an alarm or the compaction is due: the loop above sees which
 
     async def _apply(self, wake: Wake) -> None:
         self._busy = True
@@ -300,6 +399,22 @@ class AgentWorkflow(Generic[StateT]):
                 await self._apply_message(wake)
             elif isinstance(wake, RollbackWake):
                 self._apply_rollback(wake)
+            elif isinstance(wake, AlarmWake):
+                await self._apply_alarm(wake)
+            elif isinstance(wake, ChildFinishedWake):
+                await self._apply_child_finished(wake)
+            elif isinstance(wake, ApprovalWake):
+                await self._run_turn(
+                    wake.key, f"decision {wake.key}", lambda: self.on_approval(wake)
+                )
+            elif isinstance(wake, PeerChangedWake):
+                await self._run_turn(
+                    wake.key, f"change of {wake.change.peer_id}", lambda: self.on_peer_changed(wake)
+                )
+            elif isinstance(wake, AgentReplyWake):
+                await self._run_turn(
+                    wake.key, f"answer {wake.key}", lambda: self.on_agent_reply(wake)
+                )
             else:
                 assert_never(wake)
         finally:
@@ -309,31 +424,68 @@ class AgentWorkflow(Generic[StateT]):
         message = wake.message
         assert message.id is not None
         self._details(f"working on message `{message.id}` from {message.sender or 'anonymous'}")
+        outcome = await self._run_turn(
+            message.id, f"message {message.id!r}", lambda: self.on_message(message)
+        )
+        if isinstance(outcome, AskReply):
+            self._seen.remember(
+                SeenMessage(id=message.id, reply=outcome.reply, version=outcome.version)
+            )
+        self._settle(message.id, outcome)
+        self._note_task_outcome(message.id, outcome)
+        await self._answer_asker(message, outcome)
+
+    async def _apply_child_finished(self, wake: ChildFinishedWake) -> None:
+        self._details(f"applying the {wake.report.status} task of child `{wake.child.child_id}`")
+        await self._run_turn(
+            wake.key, f"child {wake.child.child_id}", lambda: self.on_child_finished(wake)
+        )
+
+    async def _run_turn(
+        self, key: str, label: str, turn: Callable[[], Awaitable[str | None]]
+    ) -> AskReply | TurnFailed:
+        """Run one turn (a message's or an alarm's). If it returns, its state becomes a new
+        version and `turn` is logged; if it raises, the state is restored to the last
+        committed version, schedules the turn itself changed are put back, and `turn_failed`
+        is logged. `key` names the turn in the log."""
+        self._begin_turn_schedules()
         try:
-            reply = await self.on_message(message)
+            reply = await turn()
+            state, size = self._dump_state()
         except _CODE_ERRORS:
             raise
         except Exception as err:  # a failed turn: restore, record, tell the caller
             self.state = self._restore(self._versions.current.state)
+            self._end_turn_schedules(failed=True)
             failure = TurnFailed(
-                f"turn for message {message.id!r} failed: {type(err).__name__}: {err}",
+                f"turn for {label} failed: {type(err).__name__}: {err}",
                 error_type=type(err).__name__,
                 version=self.version,
             )
             workflow.logger.warning("turn failed, state restored: %s", failure)
             self._log(
                 TurnFailedEvent,
-                message_id=message.id,
+                message_id=key,
                 error_type=type(err).__name__,
                 error=str(err),
                 version=self.version,
             )
-            self._settle(message.id, failure)
-            return
-        committed = self._versions.commit(self.state.model_dump(mode="json"))
-        self._seen.remember(SeenMessage(id=message.id, reply=reply, version=committed.version))
-        self._log(TurnEvent, message_id=message.id, version=committed.version, reply=preview(reply))
-        self._settle(message.id, AskReply(id=message.id, reply=reply, version=committed.version))
+            return failure
+        self._end_turn_schedules(failed=False)
+        committed = self._versions.commit(state, size=size)
+        self._log(TurnEvent, message_id=key, version=committed.version, reply=preview(reply))
+        return AskReply(id=key, reply=reply, version=committed.version)
+
+    def _dump_state(self) -> tuple[dict[str, Any], int]:
+        """The state as JSON data and its size; StateTooLarge past `max_state_bytes`."""
+        state = self.state.model_dump(mode="json")
+        size = json_size(state)
+        if size > self.max_state_bytes:
+            raise StateTooLarge(
+                f"the state would be {size} bytes as JSON; {self.agent_type} agents keep at "
+                f"most {self.max_state_bytes} (max_state_bytes)"
+            )
+        return state, size
 
     def _apply_rollback(self, wake: RollbackWake) -> None:
         try:
@@ -372,18 +524,24 @@ class AgentWorkflow(Generic[StateT]):
 
         Callers of `ask`/`rollback` are waiting on wakes in the inbox, so those are applied
         first (in arrival order, with whatever came before them); long-polls are released.
-        Signals that are not awaited stay in the inbox and travel to the next run.
+        Signals that are not awaited stay in the inbox and travel to the next run, as far as
+        `max_carried_inbox_bytes` allows; the oldest beyond that are applied here first.
         """
         self._draining = True
         self._details(f"continuing as new: {reason}")
         while True:
-            while any(self._is_awaited(wake) for wake in self._inbox):
-                await self._apply(self._inbox.popleft())
+            # Apply everything up to the last awaited wake. The inbox is scanned once per
+            # batch, not before every wake: that was quadratic in a large carried inbox.
+            while (last := self._last_awaited_index()) >= 0:
+                for _ in range(last + 1):
+                    await self._end_long_task()
+                    await self._apply(self._inbox.popleft())
+            await self._shrink_inbox_to_budget()
             await workflow.wait_condition(
                 lambda: workflow.all_handlers_finished()
                 or any(self._is_awaited(wake) for wake in self._inbox)
             )
-            if workflow.all_handlers_finished():
+            if workflow.all_handlers_finished() and self._inbox_fits():
                 break
         self._log(ContinuedAsNewEvent, reason=reason, carried_wakes=len(self._inbox))
         workflow.logger.info("continuing as new (%s), carrying %d wakes", reason, len(self._inbox))
@@ -395,10 +553,67 @@ class AgentWorkflow(Generic[StateT]):
                 events=self._events.tail(),
                 next_offset=self._events.next_offset,
                 generation=self._generation + 1,
+                schedules=self.list_schedules(),
+                **self._carried_children(),
+                **self._carried_asks(),
+                **self._carried_approvals(),
+                **self._carried_observations(),
             )
         )
 
+    def _inbox_sizes(self) -> deque[int]:
+        return deque(json_size(wake.model_dump(mode="json")) for wake in self._inbox)
+
+    def _inbox_fits(self) -> bool:
+        return sum(self._inbox_sizes()) <= self.max_carried_inbox_bytes
+
+    async def _shrink_inbox_to_budget(self) -> None:
+        """Apply the oldest wakes until the rest fits in the continue-as-new payload."""
+        sizes = self._inbox_sizes()  # once: wakes arriving meanwhile are seen next round
+        total = sum(sizes)
+        while sizes and total > self.max_carried_inbox_bytes:
+            total -= sizes.popleft()
+            await self._end_long_task()
+            await self._apply(self._inbox.popleft())
+
+    def _last_awaited_index(self) -> int:
+        """Index in the inbox of the last wake a caller waits for (-1 if none)."""
+        for index in range(len(self._inbox) - 1, -1, -1):
+            if self._is_awaited(self._inbox[index]):
+                return index
+        return -1
+
+    async def _end_long_task(self) -> None:
+        """Call before applying each wake: after `max_wakes_per_task` wakes in one workflow
+        task, let the task end, and go on when the next one starts. A task is recognised by
+        the history length, which is the same for every activation of one task and grows
+        with every new task.
+
+        The next task starts as soon as anything arrives (under a flood: at once). With
+        nothing arriving, a short timer starts it; a plain timer alone is no good, as sub-second
+        timers fire only ~1 s late on the dev server and the loop would idle under a flood."""
+        length = workflow.info().get_current_history_length()
+        if length != self._task_history_length:
+            self._task_history_length, self._wakes_in_task = length, 0
+        self._wakes_in_task += 1
+        if self._wakes_in_task <= self.max_wakes_per_task:
+            return
+        if not workflow.patched(_PATCH_BOUNDED_TASKS):  # histories from before this change
+            return
+        self.mark_working()
+        arrivals = self._signals_this_run + self._updates_this_run
+        try:
+            await workflow.wait_condition(
+                lambda: self._signals_this_run + self._updates_this_run != arrivals,
+                timeout=0.001,
+                timeout_summary="backlog: next batch",
+            )
+        except TimeoutError:
+            pass
+
     def _is_awaited(self, wake: Wake) -> bool:
+        if not isinstance(wake, MessageWake | RollbackWake):  # nobody waits for these turns
+            return False
         key = wake.message.id if isinstance(wake, MessageWake) else wake.request_id
         pending = self._pending.get(key or "")
         return pending is not None and pending.waiters > 0
@@ -479,11 +694,18 @@ class AgentWorkflow(Generic[StateT]):
         return self._events.append(event)
 
     def _details(self, doing: str) -> None:
+        alarm = self._alarm_details()
         workflow.set_current_details(
             f"**{self.agent_type}/{self.agent_name}**: {doing}\n\n"
             f"version {self.version} · {len(self._inbox)} queued · "
             f"run {self._generation + 1} · events up to {self._events.last_offset}"
+            + (f"\n\n{alarm}" if alarm else "")
         )
+
+    def mark_working(self) -> None:
+        """Publish AgentStatus 'working': call it when a turn is about to wait (for an
+        activity, a child, a timer), so `AgentStatus='working'` finds agents mid-turn."""
+        self._publish(AgentStatus.WORKING)
 
     def _publish(self, status: AgentStatus) -> None:
         """Keep search attributes and current details in step, upserting only changes."""
@@ -492,16 +714,24 @@ class AgentWorkflow(Generic[StateT]):
             AGENT_NAME.name: self.agent_name,
             AGENT_STATUS.name: status.value,
         }
-        if status is AgentStatus.IDLE:
+        if status in (
+            AgentStatus.IDLE,
+            AgentStatus.WAITING_ALARM,
+            AgentStatus.WAITING_APPROVAL,
+        ):
             # The version is published when a busy period ends, not after every turn: one
             # upsert per busy period keeps history small under a flood of messages.
             wanted[AGENT_VERSION.name] = self.version
-            self._details(f"idle since {workflow.now():%Y-%m-%d %H:%M:%S} UTC")
+            if self._idle_since is None:
+                self._idle_since = workflow.now()
+            self._details(f"idle since {self._idle_since:%Y-%m-%d %H:%M:%S} UTC")
+        else:
+            self._idle_since = None
         changed = {k: v for k, v in wanted.items() if self._published.get(k) != v}
         if not changed:
             return
         updates = [_KEYS[name].value_set(value) for name, value in changed.items()]
-        if AGENT_VERSION.name in changed and AGENT_VERSION.name in self._published:
+        if AGENT_VERSION.name in changed and self.version != self._run_start_version:
             updates.append(AGENT_LAST_ACTIVE.value_set(workflow.now()))
         workflow.upsert_search_attributes(updates)
         self._published.update(changed)

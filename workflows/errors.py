@@ -6,9 +6,30 @@
     │   ├── InvalidRequest        any other malformed request (events, rollback, ...)
     │   ├── UnknownAgentType      no agent type of that name is registered
     │   ├── VersionNotKept        rollback to a version that is not (or no longer) kept
-    │   └── AgentNotFound         the agent does not exist (reads never create agents)
+    │   ├── InvalidSchedule       a schedule that cannot be honoured: timing fields, cron, time
+    │   │                         zone, a one-shot time in the past
+    │   ├── TooManySchedules      the agent already has as many schedules as its type allows
+    │   ├── ScheduleNotFound      cancel of a schedule id the agent does not have
+    │   ├── AgentNotFound         the agent does not exist (reads never create agents)
+    │   ├── ChildAlreadyRunning   spawn of a child whose agent id is already running
+    │   ├── ChildNotFound         cancel of a child this agent has no task in flight with
+    │   ├── NotObserving          stop observing an agent that is not observed
+    │   ├── ApprovalNotFound      decide on an approval id the agent never asked for
+    │   └── AlreadyDecided        decide on an approval that was already decided (the
+    │                             first decision wins)
     └── RunError              the request was valid but the agent could not complete it
-        └── TurnFailed            the turn raised; the state was restored to before the turn
+        ├── TurnFailed            the turn raised; the state was restored to before the turn
+        ├── ModelCallFailed       an LLM agent's model call failed for good (raised in a
+        │   │                     turn, so callers see TurnFailed with this error_type)
+        │   ├── ModelRequestRejected  the endpoint refused the request (4xx): retrying
+        │   │                         the same request cannot help
+        │   └── ModelUnavailable      retries ran out (rate limits, 5xx, timeouts)
+        ├── StepLimitExceeded     the model kept calling tools past the agent's step limit
+        ├── StateTooLarge         the turn grew the state past the agent type's byte limit
+        │                         (raised in a turn, so callers see TurnFailed)
+        ├── DeliveryFailed        a message to another agent could not be delivered
+        └── AskAgentTimedOut      no answer to `ask_agent` before its deadline (the asker is
+                                  woken with this error type)
 
 Inside Temporal these travel as `ApplicationError(type=<class name>)`; the client turns them
 back into these classes, so callers catch Python exceptions, never match strings.
@@ -55,6 +76,38 @@ class AgentNotFound(UsageError):
     pass
 
 
+class InvalidSchedule(UsageError):
+    pass
+
+
+class TooManySchedules(UsageError):
+    pass
+
+
+class ScheduleNotFound(UsageError):
+    pass
+
+
+class ChildAlreadyRunning(UsageError):
+    pass
+
+
+class ChildNotFound(UsageError):
+    pass
+
+
+class NotObserving(UsageError):
+    pass
+
+
+class ApprovalNotFound(UsageError):
+    pass
+
+
+class AlreadyDecided(UsageError):
+    pass
+
+
 class RunError(PerennialError):
     """The request was valid, but the agent could not complete it."""
 
@@ -68,6 +121,42 @@ class TurnFailed(RunError):
         self.version = version
 
 
+class ModelCallFailed(RunError):
+    """An LLM agent's model call failed for good; `failure` is the activity's stable error type
+    (like `ModelBadRequest`), `status_code` the HTTP status if there was one."""
+
+    def __init__(self, message: str, *, failure: str = "", status_code: int | None = None):
+        super().__init__(message)
+        self.failure = failure
+        self.status_code = status_code
+
+
+class ModelRequestRejected(ModelCallFailed):
+    pass
+
+
+class ModelUnavailable(ModelCallFailed):
+    pass
+
+
+class StepLimitExceeded(RunError):
+    """The model was still asking for tools when the turn reached its step limit."""
+
+
+class StateTooLarge(RunError):
+    """The turn left the state larger than its agent type allows (`max_state_bytes`): the
+    state, its kept versions and the rest of what continue-as-new carries must stay under
+    Temporal's 2 MB payload limit, or the agent could never continue."""
+
+
+class DeliveryFailed(RunError):
+    """A message to another agent could not be delivered (retries ran out)."""
+
+
+class AskAgentTimedOut(RunError):
+    """No answer to an `ask_agent` came before its deadline."""
+
+
 _BY_NAME: dict[str, type[PerennialError]] = {
     cls.__name__: cls
     for cls in (
@@ -76,6 +165,14 @@ _BY_NAME: dict[str, type[PerennialError]] = {
         UnknownAgentType,
         VersionNotKept,
         AgentNotFound,
+        InvalidSchedule,
+        TooManySchedules,
+        ScheduleNotFound,
+        ChildAlreadyRunning,
+        ChildNotFound,
+        NotObserving,
+        ApprovalNotFound,
+        AlreadyDecided,
         TurnFailed,
     )
 }

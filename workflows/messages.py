@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
 #: Default cap on the text of one message; agent types may lower or raise it.
 MAX_TEXT_CHARS = 32_768
@@ -27,6 +27,14 @@ class _Model(BaseModel):
 # --------------------------------------------------------------------------- messages
 
 
+class ReplyTo(_Model):
+    """Set on a message one agent asks another (`ask_agent`): the receiving agent signals
+    `agent_reply` with its answer to `asker_id`, naming `correlation_id`."""
+
+    asker_id: str = Field(min_length=1)
+    correlation_id: str = Field(min_length=1)
+
+
 class Message(_Model):
     """One message into an agent's inbox (signal `message`, update `ask`)."""
 
@@ -34,6 +42,7 @@ class Message(_Model):
     sender: str | None = None
     id: str | None = Field(default=None, min_length=1, max_length=200)
     data: JsonValue | None = None
+    reply_to: ReplyTo | None = None
 
     @field_validator("text")
     @classmethod
@@ -71,7 +80,336 @@ class RollbackWake(_Model):
     awaited: bool = True
 
 
-Wake = Annotated[MessageWake | RollbackWake, Field(discriminator="kind")]
+class AlarmWake(_Model):
+    """A schedule fell due. Recurring schedules that missed several due times (no worker was
+    running, or the agent was busy) fire once, with the count of the times they missed."""
+
+    kind: Literal["alarm"] = "alarm"
+    schedule_id: str
+    payload: str
+    #: The due time this alarm is for (the latest one, when earlier ones were missed).
+    due_at: datetime
+    #: When the agent took the alarm in; `fired_at - due_at` is how late it was.
+    fired_at: datetime
+    #: Earlier due times of the same schedule that passed unfired and are folded into this one
+    #: alarm (counted up to `MISSED_COUNT_LIMIT`).
+    missed: int = 0
+    #: The earliest due time this alarm stands for (`due_at` unless some were missed).
+    first_due_at: datetime | None = None
+    created_by: str | None = None
+
+    @property
+    def key(self) -> str:
+        """Identifies this firing in the event log (as the turn's message id)."""
+        return f"alarm:{self.schedule_id}@{self.due_at.isoformat()}"
+
+    def as_message(self) -> Message:
+        """The alarm as a message from sender `alarm:<schedule id>` whose text is the payload:
+        what an agent type that only implements `on_message` receives."""
+        return Message(
+            text=self.payload,
+            sender=f"alarm:{self.schedule_id}",
+            id=self.key,
+            data={
+                "schedule_id": self.schedule_id,
+                "due_at": self.due_at.isoformat(),
+                "fired_at": self.fired_at.isoformat(),
+                "missed": self.missed,
+            },
+        )
+
+
+# Sub-agents (workflows/children.py): a parent starts a child agent with a task; the child
+# reports how the task went with signal `child_finished` to its parent's workflow id.
+
+#: How a child's task ended.
+ChildStatus = Literal["completed", "failed", "cancelled", "terminated", "timed_out"]
+
+
+class TaskAssignment(_Model):
+    """A spawned child's task, in its start input (and carried until it is reported)."""
+
+    #: The parent's workflow id: the child reports to whatever run of it is current.
+    parent_id: str
+    task_id: str
+    message: Message
+    #: "task": the child completes once it has answered; "named": it answers, reports and
+    #: lives on as an ordinary agent.
+    mode: Literal["task", "named"] = "task"
+
+
+class ChildRecord(_Model):
+    """A child agent whose task is in flight (query `children`; carried across
+    continue-as-new)."""
+
+    child_id: str
+    agent_type: str
+    name: str
+    task_id: str
+    task: str
+    mode: Literal["task", "named"] = "task"
+    started_at: datetime
+
+
+class ChildReport(_Model):
+    """Signal `child_finished`: a child tells its parent how its task ended."""
+
+    child_id: str = Field(min_length=1)
+    task_id: str = Field(min_length=1)
+    status: ChildStatus
+    result: str | None = None
+    error: str | None = None
+    error_type: str | None = None
+
+
+class ChildFinishedWake(_Model):
+    kind: Literal["child_finished"] = "child_finished"
+    child: ChildRecord
+    report: ChildReport
+    received_at: datetime
+
+    @property
+    def key(self) -> str:
+        """Identifies this wake's turn in the event log."""
+        return f"child:{self.child.child_id}:{self.child.task_id}"
+
+    def as_message(self) -> Message:
+        """The report as a message from sender `child:<child id>`: what an agent type that
+        only implements `on_message` receives."""
+        report = self.report
+        text = report.result if report.status == "completed" else report.error
+        return Message(
+            text=f"[child {self.child.child_id} {report.status}] {text or '(no text)'}",
+            sender=f"child:{self.child.child_id}",
+            id=self.key,
+            data={
+                "child_id": self.child.child_id,
+                "task_id": self.child.task_id,
+                "status": report.status,
+                "result": report.result,
+                "error": report.error,
+                "error_type": report.error_type,
+            },
+        )
+
+
+# Agents talking to agents (workflows/messaging.py): `send_to_agent` delivers a message by
+# signal-with-start through an activity; `ask_agent` also sets `reply_to`, and the answer comes
+# back as signal `agent_reply`, or the ask times out.
+
+
+class AgentDelivery(_Model):
+    """Input of the `deliver_message` activity: signal-with-start one agent's `message`."""
+
+    agent_type: str
+    name: str
+    task_queue: str
+    message: Message
+    sender_id: str
+
+
+class PendingAsk(_Model):
+    """An `ask_agent` waiting for its answer (query `asks`; carried across continue-as-new)."""
+
+    correlation_id: str
+    target_id: str
+    question: str
+    asked_at: datetime
+    #: When the ask times out (None: never).
+    deadline: datetime | None = None
+
+
+class AgentReply(_Model):
+    """Signal `agent_reply`: the answer to an `ask_agent`."""
+
+    correlation_id: str = Field(min_length=1)
+    from_id: str = Field(min_length=1)
+    status: Literal["answered", "failed"]
+    reply: str | None = None
+    error: str | None = None
+    error_type: str | None = None
+
+
+class AgentReplyWake(_Model):
+    kind: Literal["agent_reply"] = "agent_reply"
+    ask: PendingAsk
+    #: "timed_out": no answer came before the ask's deadline (`error_type` AskAgentTimedOut).
+    status: Literal["answered", "failed", "timed_out"]
+    reply: str | None = None
+    error: str | None = None
+    error_type: str | None = None
+    received_at: datetime
+
+    @property
+    def key(self) -> str:
+        return f"reply:{self.ask.correlation_id}"
+
+    def as_message(self) -> Message:
+        """The answer as a message from sender `agent:<target id>`."""
+        body = self.reply if self.status == "answered" else self.error
+        return Message(
+            text=f"[{self.status} by {self.ask.target_id}] {body or '(no text)'}",
+            sender=f"agent:{self.ask.target_id}",
+            id=self.key,
+            data={
+                "correlation_id": self.ask.correlation_id,
+                "target_id": self.ask.target_id,
+                "status": self.status,
+                "reply": self.reply,
+                "error": self.error,
+                "error_type": self.error_type,
+            },
+        )
+
+
+# People in the loop (workflows/approvals.py): a call that needs approval waits as a pending
+# approval; update `decide` (or its deadline) turns it into an `approval` wake.
+
+
+class PendingApproval(_Model):
+    """A call waiting for a person (query `approvals`; carried across continue-as-new)."""
+
+    approval_id: str
+    #: What is to be approved: the tool's name, and its arguments as JSON text.
+    tool: str
+    arguments: str
+    call_id: str | None = None
+    #: The turn that asked for it.
+    message_id: str | None = None
+    requested_at: datetime
+    #: When it is rejected on its own if nobody decided (None: never).
+    deadline: datetime | None = None
+
+
+class DecideRequest(_Model):
+    """Update `decide`: approve or reject a pending approval. The first decision wins."""
+
+    approval_id: str = Field(min_length=1, max_length=200)
+    approve: bool
+    comment: str | None = Field(default=None, max_length=4000)
+    decided_by: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class Decision(_Model):
+    """What update `decide` returns, and what the approval wake carries."""
+
+    approval_id: str
+    approved: bool
+    comment: str | None = None
+    decided_by: str | None = None
+    decided_at: datetime
+    #: True when nobody decided before the deadline (an automatic rejection).
+    by_deadline: bool = False
+
+
+class ApprovalWake(_Model):
+    kind: Literal["approval"] = "approval"
+    approval: PendingApproval
+    decision: Decision
+    received_at: datetime
+
+    @property
+    def key(self) -> str:
+        return f"approval:{self.approval.approval_id}"
+
+    def as_message(self) -> Message:
+        """The decision as a message from sender `approval:<approval id>`."""
+        d = self.decision
+        verdict = "approved" if d.approved else "rejected"
+        return Message(
+            text=f"[{verdict}: {self.approval.tool}] {d.comment or '(no comment)'}",
+            sender=f"approval:{self.approval.approval_id}",
+            id=self.key,
+            data={
+                "approval_id": self.approval.approval_id,
+                "tool": self.approval.tool,
+                "arguments": self.approval.arguments,
+                "approved": d.approved,
+                "comment": d.comment,
+                "decided_by": d.decided_by,
+                "by_deadline": d.by_deadline,
+            },
+        )
+
+
+# Observing another agent (workflows/observing.py): the observer signals `subscribe` to the
+# observed agent, which signals `peer_changed` back, at most once per debounce window.
+
+
+class SubscribeRequest(_Model):
+    """Signal `subscribe`: `subscriber_id` wants `peer_changed` signals from this agent."""
+
+    subscriber_id: str = Field(min_length=1)
+    #: "state": on new state versions; "events": on any new event in the log.
+    watch: Literal["state", "events"] = "state"
+    #: Changes within this many seconds are reported once.
+    debounce_seconds: float = Field(default=2.0, ge=0.05, le=86_400)
+
+
+class UnsubscribeRequest(_Model):
+    """Signal `unsubscribe`."""
+
+    subscriber_id: str = Field(min_length=1)
+
+
+class Subscription(SubscribeRequest):
+    """An observation, as the observer keeps it (`peer_id`) and the observed agent keeps it
+    (`subscriber_id`); both sides carry theirs across continue-as-new."""
+
+    peer_id: str
+    since: datetime
+    #: The observed agent's version / event offset last reported to the subscriber.
+    reported_version: int = 0
+    reported_offset: int = 0
+
+
+class PeerChange(_Model):
+    """Signal `peer_changed`: the observed agent changed."""
+
+    peer_id: str = Field(min_length=1)
+    version: int
+    last_offset: int
+    changed_at: datetime
+
+
+class PeerChangedWake(_Model):
+    kind: Literal["peer_changed"] = "peer_changed"
+    change: PeerChange
+    #: How many `peer_changed` signals this one wake stands for (it coalesces those that
+    #: arrived while it waited in the inbox).
+    signals: int = 1
+    received_at: datetime
+
+    @property
+    def key(self) -> str:
+        return f"peer:{self.change.peer_id}@{self.change.last_offset}"
+
+    def as_message(self) -> Message:
+        """The change as a message from sender `peer:<peer id>`."""
+        change = self.change
+        return Message(
+            text=f"[{change.peer_id} changed] now at version {change.version}",
+            sender=f"peer:{change.peer_id}",
+            id=self.key,
+            data={
+                "peer_id": change.peer_id,
+                "version": change.version,
+                "last_offset": change.last_offset,
+                "signals": self.signals,
+            },
+        )
+
+
+Wake = Annotated[
+    MessageWake
+    | RollbackWake
+    | AlarmWake
+    | ChildFinishedWake
+    | AgentReplyWake
+    | ApprovalWake
+    | PeerChangedWake,
+    Field(discriminator="kind"),
+]
 
 
 # --------------------------------------------------------------------------- events
@@ -128,13 +466,222 @@ class ContinuedAsNewEvent(_Event):
     carried_wakes: int
 
 
+class TokenUsage(_Model):
+    """Tokens one model call used (or a sum of them)."""
+
+    prompt_tokens: int = Field(default=0, ge=0)
+    completion_tokens: int = Field(default=0, ge=0)
+    total_tokens: int = Field(default=0, ge=0)
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            total_tokens=self.total_tokens + other.total_tokens,
+        )
+
+
+# LLM agents (workflows/llm): the brief's built-in collections. A run is one turn (from
+# `run_started` to `turn` / `turn_failed`); a step is one model call; texts are what the model
+# said; tool calls are what it did; errors are what went wrong. The inbox is `received`.
+
+
+class RunStartedEvent(_Event):
+    kind: Literal["run_started"] = "run_started"
+    message_id: str
+    model: str | None = None
+
+
+class StepEvent(_Event):
+    """One model call of a run, with the tokens it used."""
+
+    kind: Literal["step"] = "step"
+    message_id: str
+    step: int
+    model: str
+    usage: TokenUsage = TokenUsage()
+    finish_reason: str | None = None
+    #: Names of the tools the model asked for, in its order.
+    tool_calls: list[str] = []
+    duration_ms: int = 0
+    attempts: int = 1
+
+
+class TextEvent(_Event):
+    kind: Literal["text"] = "text"
+    message_id: str
+    step: int
+    text: str
+
+
+class ToolCallEvent(_Event):
+    kind: Literal["tool_call"] = "tool_call"
+    message_id: str
+    step: int
+    call_id: str
+    name: str
+    arguments: str
+    result: str
+    ok: bool = True
+    #: "workflow" (ran inside the agent, deterministically) or "activity".
+    runs_in: Literal["workflow", "activity"] = "workflow"
+    duration_ms: int = 0
+    attempts: int = 1
+
+
+class ErrorEvent(_Event):
+    """What made a run fail (followed by `turn_failed`), with the tokens the run had used."""
+
+    kind: Literal["error"] = "error"
+    message_id: str
+    step: int | None = None
+    error_type: str
+    error: str
+    usage: TokenUsage = TokenUsage()
+
+
+class ScheduledEvent(_Event):
+    """A schedule was created, or replaced one with the same id."""
+
+    kind: Literal["scheduled"] = "scheduled"
+    schedule_id: str
+    #: How it falls due, for people: "in 30s", "every 60s", "cron '0 9 * * *' Europe/Paris".
+    timing: str
+    payload: str
+    next_due: datetime
+    created_by: str | None = None
+    replaced: bool = False
+    #: Why, when the agent did it on its own: "restored: the turn that changed it failed".
+    reason: str | None = None
+
+
+class ScheduleCancelledEvent(_Event):
+    kind: Literal["schedule_cancelled"] = "schedule_cancelled"
+    schedule_id: str
+    #: Why, when the agent did it on its own: "undone: the turn that created it failed".
+    reason: str | None = None
+
+
+class AlarmEvent(_Event):
+    """A schedule fell due and its alarm entered the inbox (the turn that applies it follows,
+    as a `turn` or `turn_failed` event whose message id is `alarm:<id>@<due time>`)."""
+
+    kind: Literal["alarm"] = "alarm"
+    schedule_id: str
+    payload: str
+    due_at: datetime
+    fired_at: datetime
+    missed: int = 0
+    #: When the schedule falls due next; None when it is done (one-shots after firing).
+    next_due: datetime | None = None
+
+
+class ChildStartedEvent(_Event):
+    """This agent started a child agent with a task."""
+
+    kind: Literal["child_started"] = "child_started"
+    child_id: str
+    task_id: str
+    mode: Literal["task", "named"] = "task"
+    task: str
+
+
+class ChildFinishedEvent(_Event):
+    """A child's task ended (the turn that applies it follows, message id
+    `child:<child id>:<task id>`)."""
+
+    kind: Literal["child_finished"] = "child_finished"
+    child_id: str
+    task_id: str
+    status: ChildStatus
+    result: str | None = None
+    error: str | None = None
+
+
+class SentToAgentEvent(_Event):
+    """This agent sent a message to another (`ask_agent` sets the correlation id)."""
+
+    kind: Literal["sent_to_agent"] = "sent_to_agent"
+    target_id: str
+    message_id: str
+    text: str
+    correlation_id: str | None = None
+
+
+class AgentReplyEvent(_Event):
+    """An answer to this agent's `ask_agent` arrived (or the ask timed out); the turn that
+    applies it follows, message id `reply:<correlation id>`."""
+
+    kind: Literal["agent_reply"] = "agent_reply"
+    correlation_id: str
+    from_id: str
+    status: Literal["answered", "failed", "timed_out"]
+    reply: str | None = None
+    error: str | None = None
+
+
+class ApprovalRequestedEvent(_Event):
+    kind: Literal["approval_requested"] = "approval_requested"
+    approval_id: str
+    tool: str
+    arguments: str
+    deadline: datetime | None = None
+
+
+class ApprovalDecidedEvent(_Event):
+    """A pending approval was decided (the turn that applies it follows, message id
+    `approval:<approval id>`)."""
+
+    kind: Literal["approval_decided"] = "approval_decided"
+    approval_id: str
+    approved: bool
+    comment: str | None = None
+    decided_by: str | None = None
+    by_deadline: bool = False
+
+
+class PeerChangedEvent(_Event):
+    """An agent this one observes changed (the turn that applies it follows, message id
+    `peer:<peer id>@<offset>`)."""
+
+    kind: Literal["peer_changed"] = "peer_changed"
+    peer_id: str
+    version: int
+    last_offset: int
+
+
+class SubscriptionEvent(_Event):
+    """An observation began or ended; `role` says from which side."""
+
+    kind: Literal["subscription"] = "subscription"
+    role: Literal["observer", "observed"]
+    peer_id: str
+    active: bool
+
+
 Event = Annotated[
     ReceivedEvent
     | TurnEvent
     | TurnFailedEvent
     | RolledBackEvent
     | RejectedEvent
-    | ContinuedAsNewEvent,
+    | ContinuedAsNewEvent
+    | RunStartedEvent
+    | StepEvent
+    | TextEvent
+    | ToolCallEvent
+    | ErrorEvent
+    | ScheduledEvent
+    | ScheduleCancelledEvent
+    | AlarmEvent
+    | ChildStartedEvent
+    | ChildFinishedEvent
+    | SentToAgentEvent
+    | AgentReplyEvent
+    | ApprovalRequestedEvent
+    | ApprovalDecidedEvent
+    | PeerChangedEvent
+    | SubscriptionEvent,
     Field(discriminator="kind"),
 ]
 
@@ -196,6 +743,102 @@ class StateView(_Model):
     inbox: int = 0
 
 
+# --------------------------------------------------------------------------- schedules
+
+#: The ways to say when a schedule falls due; a request sets exactly one of them.
+TIMING_FIELDS = ("after_seconds", "at", "every_seconds", "cron")
+#: Longest delay or interval accepted (about 100 years).
+MAX_SCHEDULE_SECONDS = 3_200_000_000
+
+
+class ScheduleRequest(_Model):
+    """Update `schedule`: create the schedule `id`, or replace the one with that id.
+
+    Exactly one timing field: `after_seconds` (once, that long from now); `at` (once, at an
+    ISO-8601 time; one without an offset is read in `timezone`, else UTC); `every_seconds`
+    (recurring, the first time that long from now); `cron` (recurring: 5 fields, or 6 with
+    seconds last, read in `timezone`, else UTC). When an alarm falls due, the agent is woken
+    with `payload` (for an LLM agent, the action text it acts on).
+    """
+
+    id: str = Field(min_length=1, max_length=200)
+    payload: str = Field(min_length=1)
+    after_seconds: float | None = Field(default=None, gt=0, le=MAX_SCHEDULE_SECONDS)
+    at: datetime | None = None
+    every_seconds: float | None = Field(default=None, gt=0, le=MAX_SCHEDULE_SECONDS)
+    cron: str | None = Field(default=None, min_length=1, max_length=200)
+    timezone: str | None = Field(default=None, min_length=1, max_length=64)
+    #: Who asked for it ("client", "cli", "model", a person's name); kept with the schedule.
+    created_by: str | None = Field(default=None, min_length=1, max_length=200)
+
+    @field_validator("id", "payload")
+    @classmethod
+    def _not_blank_field(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+    @model_validator(mode="after")
+    def _one_timing(self) -> ScheduleRequest:
+        given = [name for name in TIMING_FIELDS if getattr(self, name) is not None]
+        if len(given) != 1:
+            found = ", ".join(given) if given else "none"
+            raise ValueError(f"give exactly one of {', '.join(TIMING_FIELDS)} (got {found})")
+        if self.timezone is not None and self.cron is None and self.at is None:
+            raise ValueError("timezone applies only to cron and at")
+        return self
+
+    @property
+    def kind(self) -> Literal["after", "at", "every", "cron"]:
+        if self.after_seconds is not None:
+            return "after"
+        if self.at is not None:
+            return "at"
+        if self.every_seconds is not None:
+            return "every"
+        return "cron"
+
+    @property
+    def recurring(self) -> bool:
+        return self.every_seconds is not None or self.cron is not None
+
+
+class Schedule(ScheduleRequest):
+    """One pending schedule of an agent: what query `schedules` lists and continue-as-new
+    carries. Its due times are absolute (UTC), so a new run or a returning worker fires each
+    due time once."""
+
+    created_at: datetime
+    #: When it falls due next.
+    next_due: datetime
+    #: The last due time it fired for (None until it first fires).
+    last_fired_due: datetime | None = None
+    #: How many alarms it has raised (missed due times folded into one count once).
+    fired: int = 0
+
+
+class ScheduleResult(_Model):
+    """What update `schedule` returns."""
+
+    schedule: Schedule
+    #: True when a schedule with this id existed and was replaced.
+    replaced: bool = False
+
+
+class CancelScheduleRequest(_Model):
+    """Update `cancel_schedule`."""
+
+    id: str = Field(min_length=1, max_length=200)
+
+
+class ScheduleList(_Model):
+    """Query `schedules`: the pending schedules, soonest first."""
+
+    schedules: list[Schedule]
+    #: How many schedules this agent type accepts at once.
+    max_schedules: int
+
+
 # --------------------------------------------------------------------------- continue-as-new
 
 
@@ -221,3 +864,17 @@ class AgentStart(_Model):
     next_offset: int = Field(default=1, ge=1)
     #: How many runs this agent has had before this one.
     generation: int = 0
+    #: Pending schedules with their absolute due times (alarms already due travel in `inbox`).
+    schedules: list[Schedule] = []
+    #: Set in a spawned child's input: its task and whom to report to.
+    task: TaskAssignment | None = None
+    #: Children whose tasks are in flight.
+    children: list[ChildRecord] = []
+    #: `ask_agent` requests waiting for their answers.
+    asks: list[PendingAsk] = []
+    #: Calls waiting for a person, and the latest decisions (a second `decide` is refused).
+    approvals: list[PendingApproval] = []
+    decided: list[Decision] = []
+    #: Agents this one observes (by peer id), and agents observing this one (by subscriber id).
+    subscriptions: list[Subscription] = []
+    subscribers: list[Subscription] = []

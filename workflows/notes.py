@@ -18,7 +18,10 @@ class NotesState(BaseModel):
 
 @workflow.defn(name="notes")
 class NotesAgent(AgentWorkflow[NotesState]):
-    """Appends every message to its notes and says which note number it was."""
+    """Appends every message to its notes and says which note number it was.
+
+    Alarms reach it through the default `on_alarm` as messages whose text is the schedule's
+    payload, so each alarm becomes a note too: `notes` doubles as a reminder agent."""
 
     state_model = NotesState
 

@@ -6,9 +6,11 @@ it builds its worker and client (both read this registry).
 
 from __future__ import annotations
 
+from workflows.assistant import AssistantAgent
 from workflows.entity import AgentWorkflow
 from workflows.errors import UnknownAgentType
 from workflows.notes import NotesAgent
+from workflows.router import DefaultRouter
 
 AGENT_TYPES: dict[str, type[AgentWorkflow]] = {}
 
@@ -32,3 +34,5 @@ def agent_class(agent_type: str) -> type[AgentWorkflow]:
 
 
 register(NotesAgent)
+register(AssistantAgent)
+register(DefaultRouter)

@@ -23,6 +23,10 @@ ALL_KEYS = (AGENT_TYPE, AGENT_NAME, AGENT_STATUS, AGENT_VERSION, AGENT_LAST_ACTI
 class AgentStatus(StrEnum):
     IDLE = "idle"
     WORKING = "working"
+    #: Idle, with schedules pending: the agent will wake on its own at the next alarm.
+    WAITING_ALARM = "waiting_alarm"
+    #: Idle, with calls waiting for a person to approve or reject them (update `decide`).
+    WAITING_APPROVAL = "waiting_approval"
 
 
 def agent_id(agent_type: str, name: str) -> str:

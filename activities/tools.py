@@ -1,0 +1,92 @@
+"""Activity tools as Temporal activities: one activity type per tool, named like the tool.
+
+The agent workflow has already checked the model's arguments against the tool's schema; the
+activity checks them again (the schema is the contract), injects the `ToolContext` if the tool
+asks for one, heartbeats while the tool runs (if it has a heartbeat timeout), and turns the
+outcome into a `ToolActivityResult`:
+
+* the return value becomes the text the model reads;
+* `ToolError` becomes a result marked as an error (the model reads it; no retry);
+* any other exception fails the attempt, and Temporal retries it by the tool's retry policy
+  (the failure carries the attempt number, so the tool-call event can say how many ran).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from pydantic import ValidationError
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.heartbeat import heartbeating
+from client.settings import Settings
+from workflows.llm.tools import ActivityTool, ToolContext, ToolError, render_result
+from workflows.llm.wire import ToolActivityInput, ToolActivityResult, ToolFailureDetail
+
+
+def tool_activity(tool: ActivityTool, settings: Settings) -> Callable[..., Any]:
+    """The Temporal activity that runs `tool` on this worker."""
+
+    async def run_tool(call: ToolActivityInput) -> ToolActivityResult:
+        attempt = activity.info().attempt
+        try:
+            args = tool.args_model.model_validate(call.arguments)
+        except ValidationError as err:
+            raise ApplicationError(
+                f"arguments do not fit the schema of {tool.name}: {err}",
+                ToolFailureDetail(attempt=attempt).model_dump(),
+                type="ToolArgumentsInvalid",
+                non_retryable=True,
+            ) from None
+        kwargs = tool.kwargs(args)
+        if tool.context_param:
+            kwargs[tool.context_param] = ToolContext(
+                settings=settings, agent_id=call.agent_id, call_id=call.call_id, attempt=attempt
+            )
+        try:
+            async with heartbeating(f"running {tool.name}"):
+                value = await tool.fn(**kwargs)
+        except ToolError as err:
+            return ToolActivityResult(content=str(err), is_error=True, attempt=attempt)
+        except ApplicationError as err:
+            raise ApplicationError(
+                err.message,
+                ToolFailureDetail(attempt=attempt).model_dump(),
+                type=err.type,
+                non_retryable=err.non_retryable,
+                next_retry_delay=err.next_retry_delay,
+            ) from err
+        except Exception as err:
+            activity.logger.warning("tool %s failed (attempt %d): %r", tool.name, attempt, err)
+            raise ApplicationError(
+                f"{type(err).__name__}: {err}",
+                ToolFailureDetail(attempt=attempt).model_dump(),
+                type=type(err).__name__,
+            ) from err
+        return ToolActivityResult(content=render_result(value), attempt=attempt)
+
+    run_tool.__name__ = run_tool.__qualname__ = f"tool_{tool.name}"
+    run_tool.__doc__ = tool.description
+    return activity.defn(name=tool.name)(run_tool)
+
+
+def collect_activity_tools(agent_types: Iterable[type]) -> list[ActivityTool]:
+    """Every activity tool the given agent types use (each once)."""
+    found: dict[str, ActivityTool] = {}
+    for cls in agent_types:
+        for tool in getattr(cls, "tools", ()):
+            if not isinstance(tool, ActivityTool):
+                continue
+            other = found.setdefault(tool.name, tool)
+            if other is not tool and other.fn is not tool.fn:
+                raise ValueError(
+                    f"two different activity tools are named {tool.name!r} "
+                    f"({other.fn.__module__}.{other.fn.__qualname__} and "
+                    f"{tool.fn.__module__}.{tool.fn.__qualname__})"
+                )
+    return list(found.values())
+
+
+__all__ = ["collect_activity_tools", "tool_activity"]

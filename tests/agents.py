@@ -1,0 +1,76 @@
+"""Agent types that exist only for the tests, registered in the agent registry on import.
+
+Import this module before a worker is built (the test modules import it at the top), so the
+worker runs these types too. The workflow sandbox re-imports this module for every workflow
+run: keep it light (temporalio, pydantic and `workflows` only; no I/O at import time).
+"""
+
+from __future__ import annotations
+
+from temporalio import workflow
+
+from workflows.entity import AgentWorkflow
+from workflows.messages import AgentStart, Message
+from workflows.notes import NotesState
+from workflows.registry import AGENT_TYPES, register
+
+#: Texts starting with this always make the flaky agent's turn raise (after it mutated state).
+BOOM = "boom"
+#: This text makes the turn raise on the first attempt of each message id only (a transient
+#: failure: retrying the same message id succeeds).
+FLAKY = "flaky"
+
+
+class TransientError(RuntimeError):
+    pass
+
+
+@workflow.defn(name="test_flaky")
+class FlakyAgent(AgentWorkflow[NotesState]):
+    """Notes, but a turn can fail after it has already changed the state."""
+
+    state_model = NotesState
+    max_versions = 4
+
+    @workflow.run
+    async def run(self, start: AgentStart) -> None:
+        self._attempted: set[str] = set()
+        await self.serve()
+
+    async def on_message(self, message: Message) -> str:
+        # Mutate first, then fail: the runtime must undo these changes.
+        self.state.notes.append(message.text)
+        self.state.counter += 1
+        if message.text.startswith(BOOM):
+            raise ValueError(f"cannot digest {message.text!r}")
+        if message.text == FLAKY and message.id not in self._attempted:
+            self._attempted.add(message.id or "")
+            raise TransientError("first attempt fails")
+        return f"Noted (note #{self.state.counter})."
+
+
+@workflow.defn(name="test_notes_small")
+class SmallNotesAgent(AgentWorkflow[NotesState]):
+    """Notes with tiny per-run limits, so continue-as-new happens every few dozen messages."""
+
+    state_model = NotesState
+    max_history_events = 150
+    max_signals_per_run = 300
+    max_updates_per_run = 60
+
+    @workflow.run
+    async def run(self, start: AgentStart) -> None:
+        await self.serve()
+
+    async def on_message(self, message: Message) -> str:
+        self.state.notes.append(message.text)
+        self.state.counter += 1
+        return f"Noted (note #{self.state.counter})."
+
+
+# Registering twice (the sandbox re-imports this module) must stay harmless: the registry
+# accepts the same class again, but the sandbox's re-import defines a new class object.
+for _cls in (FlakyAgent, SmallNotesAgent):
+    _name = getattr(_cls, "__temporal_workflow_definition").name
+    if _name not in AGENT_TYPES:
+        register(_cls)

@@ -1,0 +1,91 @@
+"""Helpers for the entity tests: read an agent's Temporal history (every run of it), unique
+agent names. The history is the ground truth the tests compare the agent's state against."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.client import Client
+
+from client import AgentHandle
+
+SIGNALED = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+UPDATE_ACCEPTED = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
+CONTINUED_AS_NEW = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
+STARTED = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED
+
+
+def unique(prefix: str = "a") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@dataclass
+class Signal:
+    name: str
+    input: Any
+
+
+@dataclass
+class AcceptedUpdate:
+    update_id: str
+    name: str
+    input: Any
+
+
+def _decode(payloads: Any) -> Any:
+    """The first argument of a call, as JSON (the pydantic converter writes json/plain)."""
+    if not payloads:
+        return None
+    return json.loads(payloads[0].data)
+
+
+async def run_histories(client: Client, workflow_id: str) -> list[list[HistoryEvent]]:
+    """The history of every run of a workflow, oldest run first, following continue-as-new."""
+    latest = [e async for e in client.get_workflow_handle(workflow_id).fetch_history_events()]
+    first_run_id = latest[0].workflow_execution_started_event_attributes.first_execution_run_id
+    runs: list[list[HistoryEvent]] = []
+    run_id: str | None = first_run_id
+    while run_id:
+        handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+        events = [e async for e in handle.fetch_history_events()]
+        runs.append(events)
+        run_id = None
+        if events and events[-1].event_type == CONTINUED_AS_NEW:
+            attrs = events[-1].workflow_execution_continued_as_new_event_attributes
+            run_id = attrs.new_execution_run_id
+    return runs
+
+
+async def history(agent: AgentHandle, client: Client) -> list[HistoryEvent]:
+    """Every history event of every run of the agent, in order."""
+    return [e for run in await run_histories(client, agent.id) for e in run]
+
+
+def signals(events: list[HistoryEvent], name: str = "message") -> list[Signal]:
+    found = []
+    for e in events:
+        if e.event_type == SIGNALED:
+            attrs = e.workflow_execution_signaled_event_attributes
+            if attrs.signal_name == name:
+                found.append(Signal(attrs.signal_name, _decode(attrs.input.payloads)))
+    return found
+
+
+def accepted_updates(events: list[HistoryEvent]) -> list[AcceptedUpdate]:
+    found = []
+    for e in events:
+        if e.event_type == UPDATE_ACCEPTED:
+            request = e.workflow_execution_update_accepted_event_attributes.accepted_request
+            found.append(
+                AcceptedUpdate(
+                    update_id=request.meta.update_id,
+                    name=request.input.name,
+                    input=_decode(request.input.args.payloads),
+                )
+            )
+    return found

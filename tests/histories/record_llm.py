@@ -1,0 +1,78 @@
+"""Record the `assistant` replay history: `python -m tests.histories.record_llm`.
+
+The model is the scripted server, so the history is the same every time: state and context
+tools, bad arguments, an unknown tool, a failed turn (HTTP 400) and a turn after it.
+`tests/test_replay.py` replays every checked-in history on the current code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import tempfile
+from datetime import date
+from pathlib import Path
+
+from client import Perennial, Settings, TurnFailed
+from client.server import DevServer, free_port
+from tests.scripted_llm import ScriptedLLM, call, error, text, tool_calls, usage
+from worker import build_worker
+
+HERE = Path(__file__).parent
+
+
+async def assistant_scenario(perennial: Perennial, llm: ScriptedLLM, name: str) -> str:
+    """Exercise the LLM agent loop on an `assistant`; returns the workflow id. The worker
+    must use `llm` as its model endpoint."""
+    agent = perennial.agent("assistant", name)
+    llm.script(
+        tool_calls(
+            call("put_state", key="user.name", value="Ada"),
+            call("add_to_context", note="The user is Ada."),
+            usage=usage(120, 20),
+        ),
+        text("Hello Ada.", usage=usage(150, 4)),
+    )
+    await agent.ask("Hi, I am Ada.", id="r1")
+    llm.script(
+        tool_calls(
+            call("get_state", raw='{"key": '),
+            call("forget_everything"),
+            call("list_state_keys"),
+        ),
+        tool_calls(call("get_state", key="user.name"), call("clear_old_context", keep_last=1)),
+        text("You are Ada."),
+    )
+    await agent.ask("Who am I?", id="r2")
+    llm.script(error(400, "rejected"))
+    try:
+        await agent.ask("This turn fails.", id="r3")
+    except TurnFailed:
+        pass
+    llm.script(tool_calls(call("delete_state_key", key="user.name")), text("Forgotten."))
+    await agent.ask("Forget my name.", id="r4")
+    return agent.id
+
+
+async def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp, ScriptedLLM() as llm:
+        settings = Settings(
+            state_dir=Path(tmp),
+            server_port=free_port(),
+            task_queue="record",
+            openai_base_url=llm.url,
+        )
+        async with DevServer(settings, headless=True):
+            perennial = await Perennial.connect(settings)
+            async with build_worker(perennial.client, settings):
+                workflow_id = await assistant_scenario(perennial, llm, "replayed")
+                history = await perennial.client.get_workflow_handle(workflow_id).fetch_history()
+    out = HERE / f"assistant-{date.today():%Y%m%d}.json"
+    doc = {"workflow_id": history.workflow_id, "history": json.loads(history.to_json())}
+    out.write_text(json.dumps(doc, indent=1))
+    print(f"wrote {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

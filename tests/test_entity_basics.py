@@ -1,0 +1,160 @@
+"""The entity's basic contract: get-or-create, replies, duplicate ids, search attributes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from temporalio.worker import Worker
+
+import tests.agents  # noqa: F401  (registers the test agent types before a worker is built)
+from client import AgentNotFound, Perennial
+from tests.conftest import eventually
+from tests.entity_support import unique
+
+
+async def test_state_of_an_agent_that_never_existed_is_not_found(perennial: Perennial) -> None:
+    agent = perennial.agent("notes", unique())
+    with pytest.raises(AgentNotFound):
+        await agent.state()
+    with pytest.raises(AgentNotFound):
+        await agent.events()
+    # Reading must not have created it.
+    with pytest.raises(AgentNotFound):
+        await agent.describe()
+
+
+async def test_ask_creates_the_agent_and_later_asks_reach_the_same_one(
+    perennial: Perennial, worker: Worker, settings
+) -> None:
+    name = unique()
+    agent = perennial.agent("notes", name)
+
+    first = await agent.ask("buy milk")
+    assert first.reply == "Noted (note #1)."
+    assert first.version == 1
+    run_id = (await agent.describe()).run_id
+
+    # A second client, a second handle, same name: the same agent, not a new one.
+    other = await Perennial.connect(settings)
+    second = await other.agent("notes", name).ask("buy bread")
+    assert second.reply == "Noted (note #2)."
+    assert second.version == 2
+    assert (await agent.describe()).run_id == run_id
+
+    state = await agent.state()
+    assert state.version == 2
+    assert state.state.counter == 2
+    assert state.state.notes == ["buy milk", "buy bread"]
+    assert state.versions_kept == [0, 1, 2]
+
+    # Exactly one workflow with this id ever existed.
+    found = [w async for w in perennial.client.list_workflows(f"WorkflowId = '{agent.id}'")]
+    assert len(found) == 1
+
+
+async def test_send_creates_the_agent(perennial: Perennial, worker: Worker) -> None:
+    agent = perennial.agent("notes", unique())
+    message_id = await agent.send("hello", sender="bob")
+    assert message_id
+
+    async def applied() -> bool:
+        try:
+            return (await agent.state()).state.counter == 1
+        except AgentNotFound:  # the first task may not have run yet
+            return False
+
+    await eventually(applied)
+    page = await agent.events()
+    kinds = [(e.kind, getattr(e, "message_id", None)) for e in page.events]
+    assert kinds == [("received", message_id), ("turn", message_id)]
+    assert page.events[0].sender == "bob"
+
+
+async def test_ask_reply_carries_text_version_and_id(perennial: Perennial, worker: Worker) -> None:
+    agent = perennial.agent("notes", unique())
+    replies = [await agent.ask(f"note {i}", id=f"m{i}") for i in range(3)]
+    assert [(r.id, r.reply, r.version) for r in replies] == [
+        ("m0", "Noted (note #1).", 1),
+        ("m1", "Noted (note #2).", 2),
+        ("m2", "Noted (note #3).", 3),
+    ]
+    assert (await agent.state()).version == 3
+
+
+async def test_send_twice_with_the_same_id_is_applied_once(
+    perennial: Perennial, worker: Worker
+) -> None:
+    agent = perennial.agent("notes", unique())
+    await agent.send("once", id="dup")
+    await agent.send("once", id="dup")
+    await agent.send("once, again", id="dup")  # same id, other text: still a duplicate
+    # Messages are applied in arrival order, so when this reply arrives the sends are done.
+    barrier = await agent.ask("barrier")
+    assert barrier.reply == "Noted (note #2)."
+    state = await agent.state()
+    assert state.state.notes == ["once", "barrier"]
+    assert state.version == 2
+
+
+async def test_ask_twice_with_the_same_id_returns_the_first_reply(
+    perennial: Perennial, worker: Worker
+) -> None:
+    agent = perennial.agent("notes", unique())
+    first = await agent.ask("question", id="q1")
+    again = await agent.ask("question", id="q1")
+    assert again == first
+    # Asked concurrently with one new id: one turn, both callers get its reply.
+    a, b = await asyncio.gather(agent.ask("twin", id="q2"), agent.ask("twin", id="q2"))
+    assert a == b
+    assert a.reply == "Noted (note #2)."
+    state = await agent.state()
+    assert state.state.notes == ["question", "twin"]
+    assert state.version == 2
+
+
+async def test_ask_after_send_with_the_same_id_returns_the_sends_reply(
+    perennial: Perennial, worker: Worker
+) -> None:
+    agent = perennial.agent("notes", unique())
+    await agent.ask("first")
+    await agent.send("sent", id="shared")
+    reply = await agent.ask("asked", id="shared")
+    assert (reply.id, reply.reply, reply.version) == ("shared", "Noted (note #2).", 2)
+    state = await agent.state()
+    assert state.state.notes == ["first", "sent"]
+
+    # Once the send is long applied, asking with its id still answers from the dedup window.
+    await agent.ask("third")
+    late = await agent.ask("asked again", id="shared")
+    assert late == reply
+    assert (await agent.state()).state.counter == 3
+
+
+async def test_list_agents_finds_the_agent_idle_at_its_version(
+    perennial: Perennial, worker: Worker
+) -> None:
+    agent = perennial.agent("notes", unique())
+    for i in range(3):
+        await agent.ask(f"note {i}")
+
+    async def listed() -> bool:
+        found = await perennial.list_agents(agent_type="notes", limit=1000)
+        mine = [a for a in found if a.workflow_id == agent.id]
+        return (
+            len(mine) == 1
+            and mine[0].status == "idle"
+            and mine[0].version == 3
+            and mine[0].name == agent.name
+            and mine[0].agent_type == "notes"
+            and mine[0].running
+        )
+
+    await eventually(listed)
+    idle = await perennial.list_agents(agent_type="notes", status="idle", limit=1000)
+    assert agent.id in {a.workflow_id for a in idle}
+    working = await perennial.list_agents(agent_type="notes", status="working", limit=1000)
+    assert agent.id not in {a.workflow_id for a in working}
+    # Filtering by another type excludes it.
+    others = await perennial.list_agents(agent_type="test_flaky", limit=1000)
+    assert agent.id not in {a.workflow_id for a in others}

@@ -1,0 +1,108 @@
+"""An agent's state outlives the processes around it: a killed worker, a restarted server."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from temporalio.service import RPCError, RPCStatusCode
+
+import tests.agents  # noqa: F401  (registers the test agent types before a worker is built)
+from client import AgentHandle, Perennial, Settings, StateView
+from client.server import DevServer, free_port
+from tests.conftest import WorkerProcess, eventually
+from tests.entity_support import unique
+from worker import build_worker
+
+
+async def test_state_survives_a_killed_worker(
+    perennial: Perennial, worker_process: Callable[[], WorkerProcess]
+) -> None:
+    agent = perennial.agent("notes", unique())
+    first = worker_process()
+    assert (await agent.ask("before the crash", timeout=60)).reply == "Noted (note #1)."
+    await agent.send("also before the crash")
+    assert (await agent.ask("still before", timeout=60)).version == 3
+
+    first.kill()  # SIGKILL: no shutdown; the agent was cached on this worker
+    # A message sent while no worker runs waits in the agent's history.
+    await agent.send("while no worker runs", id="orphan")
+
+    worker_process()
+    reply = await agent.ask("after the crash", timeout=60)
+    assert (reply.reply, reply.version) == ("Noted (note #5).", 5)
+    state = await agent.state()
+    assert state.state.notes == [
+        "before the crash",
+        "also before the crash",
+        "still before",
+        "while no worker runs",
+        "after the crash",
+    ]
+    assert state.versions_kept == [0, 1, 2, 3, 4, 5]
+
+
+async def _first_state(agent: AgentHandle) -> StateView:
+    """The state, once a worker that just started polls (a query needs one; until the
+    server has seen its poller it refuses the query rather than wait)."""
+    views: list[StateView] = []
+
+    async def answered() -> bool:
+        try:
+            views.append(await agent.state_view())
+        except RPCError as err:
+            if err.status != RPCStatusCode.FAILED_PRECONDITION:
+                raise
+            return False
+        return True
+
+    await eventually(answered)
+    return views[-1]
+
+
+async def test_state_survives_a_server_restart_on_the_same_database(tmp_path: Path) -> None:
+    settings = Settings(
+        state_dir=tmp_path,
+        server_port=free_port(),
+        ui_port=free_port(),
+        task_queue="restart",
+        sticky_timeout_seconds=1.0,
+    )
+    name = unique()
+    database = settings.database
+
+    async with DevServer(settings, headless=True):
+        perennial = await Perennial.connect(settings)
+        agent = perennial.agent("notes", name)
+        async with build_worker(perennial.client, settings):
+            for i in range(3):
+                await agent.ask(f"note {i}", id=f"m{i}")
+            await agent.send("sent last", id="m3")
+            assert (await agent.ask("barrier", id="m4")).version == 5
+            before = await agent.state_view()
+            events_before = await agent.events()
+    assert database.exists()
+
+    # A new server process on the same SQLite file (and a new port: nothing is left over).
+    settings = settings.model_copy(update={"server_port": free_port(), "ui_port": free_port()})
+    async with DevServer(settings, headless=True):
+        perennial = await Perennial.connect(settings)
+        agent = perennial.agent("notes", name)
+        async with build_worker(perennial.client, settings):
+            after = await _first_state(agent)
+            assert after.version == before.version == 5
+            assert after.state == before.state
+            assert after.versions_kept == before.versions_kept
+            assert (await agent.events()).events == events_before.events
+            # The dedup window survived too: an old id is not applied again.
+            assert (await agent.ask("note 0", id="m0")).version == 1
+            reply = await agent.ask("after the restart")
+            assert (reply.reply, reply.version) == ("Noted (note #6).", 6)
+            assert (await agent.state()).state.notes == [
+                "note 0",
+                "note 1",
+                "note 2",
+                "sent last",
+                "barrier",
+                "after the restart",
+            ]

@@ -1,0 +1,38 @@
+"""The `assistant` agent: an LLM assistant that remembers what you tell it.
+
+Its memory is the key-value state of the built-in state tools, so what it stored survives
+restarts, continue-as-new and years of conversation; it decides itself what to remember.
+The model is the worker's default (`OPENAI_MODEL`) at any OpenAI-compatible endpoint
+(`OPENAI_BASE_URL`, `OPENAI_API_KEY`).
+"""
+
+from __future__ import annotations
+
+from temporalio import workflow
+
+from workflows.llm import CONTEXT_TOOLS, STATE_TOOLS, LLMAgent, LLMState
+from workflows.messages import AgentStart
+
+INSTRUCTIONS = """\
+You are a concise, friendly personal assistant with a long-term memory.
+
+- When the user tells you something worth remembering about them or their plans (a name, a \
+preference, a date, a task), store it with put_state under a clear key, then confirm briefly.
+- When a question may depend on something you were told before, call list_state_keys and \
+get_state before you answer; never guess what you do not have.
+- When something you stored changes, overwrite it with put_state; when it no longer holds, \
+remove it with delete_state_key.
+- Keep answers short. Do not mention your tools unless asked."""
+
+
+@workflow.defn(name="assistant")
+class AssistantAgent(LLMAgent[LLMState]):
+    """Talks with a model; remembers through the state tools."""
+
+    state_model = LLMState
+    instructions = INSTRUCTIONS
+    tools = (*STATE_TOOLS, *CONTEXT_TOOLS)
+
+    @workflow.run
+    async def run(self, start: AgentStart) -> None:
+        await self.serve()

@@ -1,0 +1,53 @@
+"""LLM agents: the agent loop, tools with schemas from signatures, and the built-in tools.
+
+    from workflows.llm import LLMAgent, LLMState, STATE_TOOLS, CONTEXT_TOOLS, activity_tool
+
+See `workflows.llm.agent` for the loop, `workflows.llm.tools` for declaring tools, and
+`workflows.llm.wire` for the types that cross the activity boundary.
+"""
+
+from workflows.llm.agent import LLMAgent
+from workflows.llm.builtin import (
+    CONTEXT_TOOLS,
+    STATE_TOOLS,
+    add_to_context,
+    clear_old_context,
+    delete_state_key,
+    get_state,
+    list_state_keys,
+    put_state,
+)
+from workflows.llm.context import ContextWindow, LLMState, UsageTotals
+from workflows.llm.tools import (
+    ActivityTool,
+    AnyTool,
+    ToolContext,
+    ToolError,
+    WorkflowTool,
+    activity_tool,
+    workflow_tool,
+)
+from workflows.llm.wire import ModelSettings
+
+__all__ = [
+    "CONTEXT_TOOLS",
+    "STATE_TOOLS",
+    "ActivityTool",
+    "AnyTool",
+    "ContextWindow",
+    "LLMAgent",
+    "LLMState",
+    "ModelSettings",
+    "ToolContext",
+    "ToolError",
+    "UsageTotals",
+    "WorkflowTool",
+    "activity_tool",
+    "add_to_context",
+    "clear_old_context",
+    "delete_state_key",
+    "get_state",
+    "list_state_keys",
+    "put_state",
+    "workflow_tool",
+]
