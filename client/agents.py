@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import structlog
 from pydantic import BaseModel, ConfigDict, JsonValue
+from temporalio.api.errordetails.v1 import MultiOperationExecutionFailure, WorkflowNotReadyFailure
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
@@ -128,6 +129,42 @@ def _reraise(err: Exception, *, workflow_id: str) -> NoReturn:
     raise translated from err
 
 
+T = TypeVar("T")
+
+#: Delays (seconds) between attempts of an update that the server aborted unadmitted.
+_NOT_READY_DELAYS = (0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0, 2.0)
+
+
+def _not_ready(err: RPCError) -> bool:
+    """True when the server aborted an update before admitting it because the workflow task
+    carrying it failed: a continue-as-new raced by new messages (UnhandledCommand), or a task
+    the server force-failed under a flood of signals. Nothing reached the agent, so the same
+    request may be sent again; the SDK does not retry this case by itself."""
+    if err.status != RPCStatusCode.FAILED_PRECONDITION:
+        return False
+    details = list(err.grpc_status.details)
+    multi = MultiOperationExecutionFailure()
+    if details and details[0].Unpack(multi):  # update-with-start: a status per operation
+        details = [detail for status in multi.statuses for detail in status.details]
+    return any(detail.Is(WorkflowNotReadyFailure.DESCRIPTOR) for detail in details)
+
+
+async def _retry_not_ready(call: Callable[[], Awaitable[T]], *, workflow_id: str) -> T:
+    """`call()`, again after a short wait while the server aborts it as not ready. Found by
+    the entity tests: under load about one `ask` in ten that met a continue-as-new failed with
+    a raw RPCError ("unexpected workflow task failure") instead of getting its reply."""
+    for delay in _NOT_READY_DELAYS:
+        try:
+            return await call()
+        except RPCError as err:
+            if not _not_ready(err):
+                raise
+            log.info("update aborted by a failed workflow task; retrying", agent=workflow_id,
+                     delay=delay)  # fmt: skip
+        await asyncio.sleep(delay)
+    return await call()
+
+
 class AgentHandle:
     """One named agent. Cheap to create; nothing is sent until you call a method."""
 
@@ -211,18 +248,24 @@ class AgentHandle:
         """
         message = self._message(text, sender, id, data)
         assert message.id is not None
-        start = WithStartWorkflowOperation(self.agent_type, AgentStart(), **self._start_args())
-        call = self._client.execute_update_with_start_workflow(
-            "ask",
-            message,
-            start_workflow_operation=start,
-            # The update id is left to the SDK (unique per call): duplicate suppression is
-            # the agent's, by message id, so a retried failed turn is applied afresh rather
-            # than answered from the server's per-run update cache.
-            result_type=AskReply,
-        )
+
+        def call() -> Awaitable[AskReply]:
+            # A start operation is single-use: a new one for every attempt.
+            start = WithStartWorkflowOperation(
+                self.agent_type, AgentStart(), **self._start_args()
+            )
+            return self._client.execute_update_with_start_workflow(
+                "ask",
+                message,
+                start_workflow_operation=start,
+                # The update id is left to the SDK (unique per call): duplicate suppression
+                # is the agent's, by message id, so a retried failed turn is applied afresh
+                # rather than answered from the server's per-run update cache.
+                result_type=AskReply,
+            )
+
         try:
-            return await asyncio.wait_for(call, timeout)
+            return await asyncio.wait_for(_retry_not_ready(call, workflow_id=self.id), timeout)
         except TimeoutError:
             raise AskTimedOut(
                 f"no reply from {self.id} within {timeout}s (is a worker running?); the "
@@ -263,7 +306,10 @@ class AgentHandle:
         )
         handle = self._client.get_workflow_handle(self.id)
         try:
-            return await handle.execute_update("wait_events", request, result_type=EventsPage)
+            return await _retry_not_ready(
+                lambda: handle.execute_update("wait_events", request, result_type=EventsPage),
+                workflow_id=self.id,
+            )
         except (WorkflowUpdateFailedError, RPCError) as err:
             _reraise(err, workflow_id=self.id)
 
@@ -291,7 +337,10 @@ class AgentHandle:
         request = parse_input(RollbackRequest, {"version": version})
         handle = self._client.get_workflow_handle(self.id)
         try:
-            return await handle.execute_update("rollback", request, result_type=RollbackResult)
+            return await _retry_not_ready(
+                lambda: handle.execute_update("rollback", request, result_type=RollbackResult),
+                workflow_id=self.id,
+            )
         except (WorkflowUpdateFailedError, RPCError) as err:
             _reraise(err, workflow_id=self.id)
 

@@ -68,9 +68,34 @@ class SmallNotesAgent(AgentWorkflow[NotesState]):
         return f"Noted (note #{self.state.counter})."
 
 
+#: Iterations of the slow agent's busy loop: about 10 ms of CPU per turn.
+SLOW_TURN_WORK = 120_000
+
+
+@workflow.defn(name="test_slow")
+class SlowAgent(AgentWorkflow[NotesState]):
+    """Notes whose every turn burns ~10 ms of CPU (deterministically): a backlog of a few
+    hundred messages is seconds of work, more than one workflow activation may take."""
+
+    state_model = NotesState
+    max_wakes_per_task = 50
+
+    @workflow.run
+    async def run(self, start: AgentStart) -> None:
+        await self.serve()
+
+    async def on_message(self, message: Message) -> str:
+        total = 0
+        for i in range(SLOW_TURN_WORK):
+            total += i * i
+        self.state.notes.append(message.text)
+        self.state.counter += 1
+        return f"Noted (note #{self.state.counter})."
+
+
 # Registering twice (the sandbox re-imports this module) must stay harmless: the registry
 # accepts the same class again, but the sandbox's re-import defines a new class object.
-for _cls in (FlakyAgent, SmallNotesAgent):
+for _cls in (FlakyAgent, SmallNotesAgent, SlowAgent):
     _name = getattr(_cls, "__temporal_workflow_definition").name
     if _name not in AGENT_TYPES:
         register(_cls)

@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from temporalio.api.enums.v1 import EventType
+from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 
@@ -18,6 +18,8 @@ SIGNALED = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
 UPDATE_ACCEPTED = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
 CONTINUED_AS_NEW = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
 STARTED = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED
+TASK_FAILED = EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
+TASK_COMPLETED = EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
 
 
 def unique(prefix: str = "a") -> str:
@@ -89,3 +91,13 @@ def accepted_updates(events: list[HistoryEvent]) -> list[AcceptedUpdate]:
                 )
             )
     return found
+
+
+def task_failure_causes(events: list[HistoryEvent]) -> list[str]:
+    """Why workflow tasks failed, e.g. `WORKFLOW_TASK_FAILED_CAUSE_UNHANDLED_COMMAND` (a
+    continue-as-new that new messages raced: the server refuses it and the run goes on)."""
+    return [
+        WorkflowTaskFailedCause.Name(e.workflow_task_failed_event_attributes.cause)
+        for e in events
+        if e.event_type == TASK_FAILED
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,8 +11,15 @@ from temporalio.service import RPCError, RPCStatusCode
 import tests.agents  # noqa: F401  (registers the test agent types before a worker is built)
 from client import AgentHandle, Perennial, Settings, StateView
 from client.server import DevServer, free_port
+from tests.agents import SlowAgent
 from tests.conftest import WorkerProcess, eventually
-from tests.entity_support import unique
+from tests.entity_support import (
+    TASK_COMPLETED,
+    history,
+    signals,
+    task_failure_causes,
+    unique,
+)
 from worker import build_worker
 
 
@@ -106,3 +114,28 @@ async def test_state_survives_a_server_restart_on_the_same_database(tmp_path: Pa
                 "barrier",
                 "after the restart",
             ]
+
+
+async def test_a_backlog_queued_while_no_worker_ran_is_applied_in_bounded_tasks(
+    perennial: Perennial, settings: Settings
+) -> None:
+    """300 messages of ~10 ms each wait for a worker: applying them all in one workflow
+    activation (3 s) would trip the SDK's 2 s deadlock detector on every attempt, and the
+    agent would never move again. The runtime ends the task every `max_wakes_per_task`."""
+    agent = perennial.agent("test_slow", unique())
+    total = 300
+    await asyncio.gather(*(agent.send(f"n{i}", id=f"n{i}") for i in range(total)))
+
+    async with build_worker(perennial.client, settings):
+
+        async def applied() -> bool:
+            return (await agent.state_view()).version == total
+
+        await eventually(applied, timeout=90)
+        state = await agent.state()
+    events = await history(agent, perennial.client)
+    assert sorted(state.state.notes) == sorted(f"n{i}" for i in range(total))
+    assert state.state.notes == [s.input["text"] for s in signals(events)]
+    assert task_failure_causes(events) == []  # no task failed (no deadlock, no retry)
+    completed = sum(e.event_type == TASK_COMPLETED for e in events)
+    assert completed >= total // SlowAgent.max_wakes_per_task

@@ -42,6 +42,7 @@ async def test_the_assistant_remembers_through_the_state_tools(
     assert [t["function"]["name"] for t in first.body["tools"]] == [
         "get_state", "put_state", "list_state_keys", "delete_state_key",
         "add_to_context", "clear_old_context",
+        "schedule_alarm", "list_alarms", "cancel_alarm",
     ]  # fmt: skip
     last = scripted_llm.completions[-1]
     assert last.tool_results()["keys"] == '["user.favourite_colour"]'

@@ -88,6 +88,7 @@ class Alarms:
         #: Schedule changes made by the running turn's own code: (id, before, after). A
         #: failed turn puts them back, so it leaves schedules as it found them, like state.
         self._turn_changes: list[tuple[str, Schedule | None, Schedule | None]] | None = None
+        self._details_line: tuple[int, str] = (-1, "")
 
     # ------------------------------------------------------------------ for agent types
 
@@ -251,15 +252,20 @@ class Alarms:
 
     def _alarm_details(self) -> str:
         """The next alarm, for the agent's current details in the Web UI ("" if none)."""
+        revision, line = self._details_line
+        if revision == self._alarm_book.revision:  # details are set several times a task
+            return line
         schedule = self._alarm_book.earliest()
-        if schedule is None:
-            return ""
-        count = len(self._alarm_book)
-        return (
-            f"next alarm `{schedule.id}` at {schedule.next_due:%Y-%m-%d %H:%M:%S} UTC "
-            f"({describe(schedule)}): {preview(schedule.payload)} · "
-            f"{count} schedule{'s' if count != 1 else ''}"
-        )
+        line = ""
+        if schedule is not None:
+            count = len(self._alarm_book)
+            line = (
+                f"next alarm `{schedule.id}` at {schedule.next_due:%Y-%m-%d %H:%M:%S} UTC "
+                f"({describe(schedule)}): {preview(schedule.payload)} · "
+                f"{count} schedule{'s' if count != 1 else ''}"
+            )
+        self._details_line = (self._alarm_book.revision, line)
+        return line
 
     async def _apply_alarm(self, alarm: AlarmWake) -> None:
         late = (alarm.fired_at - alarm.due_at).total_seconds()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from temporalio import workflow
 
+from workflows.alarm_tools import ALARM_TOOLS
 from workflows.llm import CONTEXT_TOOLS, STATE_TOOLS, LLMAgent, LLMState
 from workflows.messages import AgentStart
 
@@ -22,16 +23,18 @@ preference, a date, a task), store it with put_state under a clear key, then con
 get_state before you answer; never guess what you do not have.
 - When something you stored changes, overwrite it with put_state; when it no longer holds, \
 remove it with delete_state_key.
+- When the user asks to be reminded of something later, or at a time, set an alarm with \
+schedule_alarm; when the alarm goes off, tell the user what it was for.
 - Keep answers short. Do not mention your tools unless asked."""
 
 
 @workflow.defn(name="assistant")
 class AssistantAgent(LLMAgent[LLMState]):
-    """Talks with a model; remembers through the state tools."""
+    """Talks with a model; remembers through the state tools; sets its own reminders."""
 
     state_model = LLMState
     instructions = INSTRUCTIONS
-    tools = (*STATE_TOOLS, *CONTEXT_TOOLS)
+    tools = (*STATE_TOOLS, *CONTEXT_TOOLS, *ALARM_TOOLS)
 
     @workflow.run
     async def run(self, start: AgentStart) -> None:

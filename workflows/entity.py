@@ -362,13 +362,16 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
             and workflow.info().get_current_history_length() >= self.compact_min_history_events
             else None
         )
+        published = self._alarm_revision  # serve() published the idle status just before
         while True:
             self._take_due_alarms()
             if self._inbox or self._continue_as_new_reason() is not None:
                 return True
             if compact_at is not None and workflow.now() >= compact_at:
                 return False
-            self._publish(self._idle_status())
+            if self._alarm_revision != published:  # schedules changed: status, details
+                self._publish(self._idle_status())
+                published = self._alarm_revision
             wake_at, summary = compact_at, "idle: compact history"
             alarm = self._alarm_timer()
             if alarm is not None and (wake_at is None or alarm[0] < wake_at):
@@ -394,6 +397,7 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
 
     async def _apply(self, wake: Wake) -> None:
         self._busy = True
+        self._idle_since = None  # "idle since" counts from the end of this wake
         try:
             if isinstance(wake, MessageWake):
                 await self._apply_message(wake)

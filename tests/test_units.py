@@ -1,0 +1,285 @@
+"""Unit tests of the entity's pure parts: event log, versions, dedup window, messages, errors.
+No Temporal here; everything else about the entity is tested against a real server."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from pydantic import BaseModel, JsonValue
+from temporalio.exceptions import ApplicationError
+
+from workflows.dedup import SeenWindow
+from workflows.errors import (
+    InvalidMessage,
+    InvalidRequest,
+    TurnFailed,
+    VersionNotKept,
+    from_application_error,
+    parse_input,
+    to_application_error,
+)
+from workflows.eventlog import EventLog
+from workflows.messages import (
+    EVENT_PREVIEW_CHARS,
+    EventsQuery,
+    Message,
+    ReceivedEvent,
+    SeenMessage,
+    Snapshot,
+    preview,
+)
+from workflows.versions import Versions, json_size
+
+AT = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _event(offset: int) -> ReceivedEvent:
+    return ReceivedEvent(offset=offset, at=AT, message_id=f"m{offset}", text=f"t{offset}")
+
+
+def _log(count: int, *, capacity: int) -> EventLog:
+    log = EventLog(capacity=capacity, events=[], next_offset=1)
+    for _ in range(count):
+        log.append(_event(log.next_offset))
+    return log
+
+
+# --------------------------------------------------------------------------- event log
+
+
+def test_empty_event_log_pages() -> None:
+    log = EventLog(capacity=5, events=[], next_offset=1)
+    page = log.page(after=0, limit=None)
+    assert (page.events, page.next_after, page.oldest_offset, page.missed) == ([], 0, 1, 0)
+    assert not log.has_after(0)
+    assert log.last_offset == 0
+
+
+def test_event_log_offsets_must_follow_on() -> None:
+    log = _log(2, capacity=5)
+    with pytest.raises(ValueError):
+        log.append(_event(2))
+    with pytest.raises(ValueError):
+        log.append(_event(4))
+    log.append(_event(3))
+    assert log.last_offset == 3
+    with pytest.raises(ValueError):
+        EventLog(capacity=0, events=[], next_offset=1)
+
+
+def test_event_log_keeps_the_newest_and_reports_what_a_reader_missed() -> None:
+    log = _log(8, capacity=3)
+    assert [e.offset for e in log.tail()] == [6, 7, 8]
+    assert log.oldest_offset == 6
+
+    page = log.page(after=0, limit=None)
+    assert [e.offset for e in page.events] == [6, 7, 8]
+    assert (page.next_after, page.oldest_offset, page.missed) == (8, 6, 5)
+
+    page = log.page(after=4, limit=1)
+    assert [e.offset for e in page.events] == [6]
+    assert (page.next_after, page.missed) == (6, 1)
+
+    page = log.page(after=6, limit=10)
+    assert [e.offset for e in page.events] == [7, 8]
+    assert page.missed == 0
+
+    page = log.page(after=8, limit=None)
+    assert (page.events, page.next_after, page.missed) == ([], 8, 0)
+    assert log.has_after(7) and not log.has_after(8)
+
+
+def test_event_log_pages_cover_everything_once() -> None:
+    log = _log(10, capacity=100)
+    seen, after = [], 0
+    while page := log.page(after=after, limit=3).events:
+        seen += [e.offset for e in page]
+        after = page[-1].offset
+    assert seen == list(range(1, 11))
+
+
+def test_event_log_carried_across_continue_as_new_keeps_counting() -> None:
+    old = _log(7, capacity=4)
+    new = EventLog(capacity=4, events=old.tail(), next_offset=old.next_offset)
+    assert [e.offset for e in new.tail()] == [4, 5, 6, 7]
+    new.append(_event(8))
+    assert [e.offset for e in new.tail()] == [5, 6, 7, 8]
+    # A smaller capacity after a deploy keeps the newest events.
+    smaller = EventLog(capacity=2, events=old.tail(), next_offset=old.next_offset)
+    assert [e.offset for e in smaller.tail()] == [6, 7]
+    assert smaller.next_offset == 8
+
+
+# --------------------------------------------------------------------------- versions
+
+
+def test_versions_number_commits_from_zero_and_keep_the_newest() -> None:
+    versions = Versions(keep=3, max_bytes=10_000, snapshots=[])
+    assert versions.empty
+    for counter in range(5):
+        versions.commit({"counter": counter})
+    assert versions.current == Snapshot(version=4, state={"counter": 4})
+    assert versions.kept() == [2, 3, 4]
+    assert versions.get(2).state == {"counter": 2}
+    with pytest.raises(VersionNotKept) as err:
+        versions.get(1)
+    assert "[2, 3, 4]" in str(err.value)
+    with pytest.raises(ValueError):
+        Versions(keep=0, max_bytes=10_000, snapshots=[])
+
+
+def test_versions_carried_across_continue_as_new() -> None:
+    old = Versions(keep=3, max_bytes=10_000, snapshots=[])
+    for counter in range(4):
+        old.commit({"counter": counter})
+    new = Versions(keep=3, max_bytes=10_000, snapshots=old.snapshots())
+    assert new.kept() == [1, 2, 3]
+    assert new.commit({"counter": 99}).version == 4
+    assert Versions(keep=2, max_bytes=10_000, snapshots=old.snapshots()).kept() == [2, 3]
+
+
+def test_versions_are_bounded_by_bytes_but_keep_the_current_one() -> None:
+    def state(size: int) -> dict[str, JsonValue]:
+        return {"blob": "x" * (size - len('{"blob":""}'))}
+
+    assert json_size(state(100)) == 100
+    versions = Versions(keep=10, max_bytes=250, snapshots=[])
+    for _ in range(4):
+        versions.commit(state(100))
+    assert versions.kept() == [2, 3]  # 200 bytes; a third would make 300
+    versions.commit(state(1000))  # larger than the budget on its own: still kept, alone
+    assert versions.kept() == [4]
+    assert versions.current.state == state(1000)
+    carried = Versions(keep=10, max_bytes=250, snapshots=[*versions.snapshots()])
+    assert carried.kept() == [4]
+
+
+def test_committed_snapshots_survive_a_round_trip() -> None:
+    versions = Versions(keep=2, max_bytes=10_000, snapshots=[])
+    versions.commit({"notes": ["a", "b"], "nested": {"x": [1, 2.5, None, True]}})
+    wire = [s.model_dump_json() for s in versions.snapshots()]
+    back = [Snapshot.model_validate_json(w) for w in wire]
+    assert back == versions.snapshots()
+
+
+# --------------------------------------------------------------------------- dedup
+
+
+def _seen(message_id: str, version: int = 1) -> SeenMessage:
+    return SeenMessage(id=message_id, reply=f"reply {message_id}", version=version)
+
+
+def test_seen_window_remembers_replies_and_forgets_the_oldest() -> None:
+    window = SeenWindow(capacity=3, max_bytes=10_000, seen=[])
+    for i in range(3):
+        window.remember(_seen(f"m{i}", i))
+    assert "m0" in window
+    assert window.get("m1") == _seen("m1", 1)
+    window.remember(_seen("m3", 3))
+    assert "m0" not in window and window.get("m0") is None
+    assert [e.id for e in window.entries()] == ["m1", "m2", "m3"]
+    # Remembering an id again refreshes it: it becomes the newest.
+    window.remember(_seen("m1", 1))
+    window.remember(_seen("m4", 4))
+    assert [e.id for e in window.entries()] == ["m3", "m1", "m4"]
+    with pytest.raises(ValueError):
+        SeenWindow(capacity=0, max_bytes=10_000, seen=[])
+
+
+def test_seen_window_carried_across_continue_as_new() -> None:
+    old = SeenWindow(capacity=4, max_bytes=10_000, seen=[])
+    for i in range(4):
+        old.remember(_seen(f"m{i}"))
+    new = SeenWindow(capacity=4, max_bytes=10_000, seen=old.entries())
+    assert all(f"m{i}" in new for i in range(4))
+    smaller = SeenWindow(capacity=2, max_bytes=10_000, seen=old.entries())
+    assert [e.id for e in smaller.entries()] == ["m2", "m3"]
+
+
+def test_seen_window_is_bounded_by_bytes_too() -> None:
+    window = SeenWindow(capacity=100, max_bytes=60, seen=[])  # each entry below is 26 bytes
+    for i in range(5):
+        window.remember(_seen(f"m{i}"))
+    assert [e.id for e in window.entries()] == ["m3", "m4"]
+    huge = SeenMessage(id="big", reply="r" * 500, version=9)
+    window.remember(huge)  # over the budget alone: kept, alone (the newest is never lost)
+    assert window.entries() == [huge]
+
+
+# --------------------------------------------------------------------------- messages
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"text": ""},
+        {"text": " \n"},
+        {"txt": "hi"},
+        {"text": "hi", "extra": 1},
+        {"text": "hi", "id": ""},
+        {"text": "hi", "id": "x" * 201},
+        "hi",
+        ["hi"],
+        {"text": None},
+    ],
+)
+def test_bad_messages_are_invalid_message_errors(raw: object) -> None:
+    with pytest.raises(InvalidMessage) as err:
+        parse_input(Message, raw, error=InvalidMessage)
+    assert str(err.value).startswith("invalid Message:")
+
+
+def test_good_message_and_defaults() -> None:
+    message = parse_input(Message, {"text": "hi", "data": {"k": [1, "2"]}}, error=InvalidMessage)
+    assert (message.text, message.sender, message.id, message.data) == (
+        "hi",
+        None,
+        None,
+        {"k": [1, "2"]},
+    )
+    assert parse_input(EventsQuery, None) == EventsQuery(after=0, limit=None)
+    with pytest.raises(InvalidRequest):
+        parse_input(EventsQuery, {"after": -1})
+
+
+def test_preview_shortens_long_texts_only() -> None:
+    assert preview(None) is None
+    assert preview("short") == "short"
+    exact = "x" * EVENT_PREVIEW_CHARS
+    assert preview(exact) == exact
+    long = preview("y" * (EVENT_PREVIEW_CHARS + 50))
+    assert long is not None and len(long) == EVENT_PREVIEW_CHARS and long.endswith("…")
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_errors_round_trip_through_application_error() -> None:
+    for err in (InvalidMessage("bad text"), VersionNotKept("gone"), InvalidRequest("nope")):
+        app = to_application_error(err)
+        assert isinstance(app, ApplicationError)
+        assert (app.type, app.message, app.non_retryable) == (type(err).__name__, str(err), True)
+        back = from_application_error(app)
+        assert type(back) is type(err) and str(back) == str(err)
+
+
+def test_turn_failed_keeps_its_details_through_application_error() -> None:
+    app = to_application_error(TurnFailed("turn failed", error_type="ValueError", version=7))
+    back = from_application_error(app)
+    assert isinstance(back, TurnFailed)
+    assert (str(back), back.error_type, back.version) == ("turn failed", "ValueError", 7)
+
+
+def test_foreign_application_errors_are_not_ours() -> None:
+    assert from_application_error(ApplicationError("boom", type="SomethingElse")) is None
+    assert from_application_error(ApplicationError("boom")) is None
+
+
+def test_parse_input_passes_models_through() -> None:
+    class Thing(BaseModel):
+        n: int = 0
+
+    thing = Thing(n=3)
+    assert parse_input(Thing, thing) is thing
+    assert parse_input(Thing, None) == Thing()
