@@ -98,7 +98,9 @@ _KEYS: dict[str, Any] = {key.name: key for key in (AGENT_TYPE, AGENT_NAME, AGENT
 
 #: Patch ids (workflow.patched): each marks a change in the commands agents emit, so that
 #: agents whose history predates it keep replaying the old way.
-_PATCH_QUIET_STATUS = "perennial-quiet-status-upserts"
+#: Leaner history per wake: no "working" upsert per wake, none at start with work queued, and
+#: the idle-compaction check on a clock instead of a timer started and cancelled per wake.
+_PATCH_LEAN = "perennial-lean-history-per-wake"
 _PATCH_BOUNDED_TASKS = "perennial-bounded-workflow-tasks"
 
 
@@ -163,7 +165,9 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
         self.agent_type = info.workflow_type
         self.agent_name = split_agent_id(info.workflow_id, info.workflow_type)
         self._generation = start.generation
-        self._quiet_status = False
+        self._lean = False
+        self._compaction_clock: asyncio.Task[None] | None = None
+        self._compaction_tick = False
         self._versions = Versions(
             keep=self.max_versions, max_bytes=self.max_versions_bytes, snapshots=start.snapshots
         )
@@ -328,8 +332,8 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
         # Fewer search-attribute upserts (one history event each): none per wake, and none
         # at start when there is work queued (the upsert after it says it all). Histories
         # recorded before this change keep replaying through the patch.
-        self._quiet_status = workflow.patched(_PATCH_QUIET_STATUS)
-        if not (self._quiet_status and self._inbox):
+        self._lean = workflow.patched(_PATCH_LEAN)
+        if not (self._lean and self._inbox):
             self._publish(self._idle_status() if not self._inbox else AgentStatus.WORKING)
         while True:
             self._take_due_alarms()  # alarms that fell due while the last turn ran
@@ -343,7 +347,7 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
             # would flip the status back before visibility ever saw it, at the cost of one
             # history event. Turns that wait (LLM calls, long backlogs) call mark_working().
             # Histories recorded before this change keep replaying through the patch.
-            if not self._quiet_status:
+            if not self._lean:
                 self._publish(AgentStatus.WORKING)
             await self._end_long_task()
             await self._apply(self._inbox.popleft())
@@ -356,18 +360,23 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
 
         One timer at a time: for the earliest due alarm or the compaction, whichever comes
         first; a schedule added or cancelled meanwhile re-arms it."""
-        compact_at = (
-            workflow.now() + self.compact_idle_after
-            if self.compact_idle_after is not None
+        compact = (
+            self.compact_idle_after is not None
             and workflow.info().get_current_history_length() >= self.compact_min_history_events
-            else None
         )
+        compact_at = None
+        if compact and self._lean:
+            self._start_compaction_clock()
+        elif compact and self.compact_idle_after is not None:
+            compact_at = workflow.now() + self.compact_idle_after
         published = self._alarm_revision  # serve() published the idle status just before
         while True:
             self._take_due_alarms()
             if self._inbox or self._continue_as_new_reason() is not None:
                 return True
             if compact_at is not None and workflow.now() >= compact_at:
+                return False
+            if self._compaction_due():
                 return False
             if self._alarm_revision != published:  # schedules changed: status, details
                 self._publish(self._idle_status())
@@ -383,6 +392,7 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
                     bool(self._inbox)
                     or self._continue_as_new_reason() is not None
                     or self._alarm_revision != revision  # a schedule added or cancelled
+                    or self._compaction_tick
                 )
 
             timeout = None
@@ -394,6 +404,28 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
                 )
             except TimeoutError:
                 pass  # an alarm or the compaction is due: the loop above sees which
+
+    def _start_compaction_clock(self) -> None:
+        """A timer per `compact_idle_after`, for the life of the run, instead of one started
+        on going idle and cancelled by the next wake: two history events saved per wake."""
+        if self._compaction_clock is None and self.compact_idle_after is not None:
+            self._compaction_clock = asyncio.create_task(self._tick(self.compact_idle_after))
+
+    async def _tick(self, every: timedelta) -> None:
+        while True:
+            await workflow.sleep(every, summary="idle compaction check")
+            self._compaction_tick = True
+
+    def _compaction_due(self) -> bool:
+        """At a clock tick: has the agent been idle for `compact_idle_after`?"""
+        if not self._compaction_tick:
+            return False
+        self._compaction_tick = False
+        return (
+            self.compact_idle_after is not None
+            and self._idle_since is not None
+            and workflow.now() - self._idle_since >= self.compact_idle_after
+        )
 
     async def _apply(self, wake: Wake) -> None:
         self._busy = True
