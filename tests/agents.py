@@ -11,7 +11,7 @@ from temporalio import workflow
 
 from workflows.entity import AgentWorkflow
 from workflows.messages import AgentStart, Message
-from workflows.notes import NotesState
+from workflows.notes import NotesAgent, NotesState
 from workflows.registry import AGENT_TYPES, register
 
 #: Texts starting with this always make the flaky agent's turn raise (after it mutated state).
@@ -50,10 +50,9 @@ class FlakyAgent(AgentWorkflow[NotesState]):
 
 
 @workflow.defn(name="test_notes_small")
-class SmallNotesAgent(AgentWorkflow[NotesState]):
+class SmallNotesAgent(NotesAgent):
     """Notes with tiny per-run limits, so continue-as-new happens every few dozen messages."""
 
-    state_model = NotesState
     max_history_events = 150
     max_signals_per_run = 300
     max_updates_per_run = 60
@@ -61,11 +60,6 @@ class SmallNotesAgent(AgentWorkflow[NotesState]):
     @workflow.run
     async def run(self, start: AgentStart) -> None:
         await self.serve()
-
-    async def on_message(self, message: Message) -> str:
-        self.state.notes.append(message.text)
-        self.state.counter += 1
-        return f"Noted (note #{self.state.counter})."
 
 
 #: Iterations of the slow agent's busy loop: about 10 ms of CPU per turn.
