@@ -168,6 +168,7 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
         self._lean = False
         self._compaction_clock: asyncio.Task[None] | None = None
         self._compaction_tick = False
+        self._applied_this_run = 0
         self._versions = Versions(
             keep=self.max_versions, max_bytes=self.max_versions_bytes, snapshots=start.snapshots
         )
@@ -360,9 +361,14 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
 
         One timer at a time: for the earliest due alarm or the compaction, whichever comes
         first; a schedule added or cancelled meanwhile re-arms it."""
+        # What a wake-up after eviction replays: the run's events, and (in lean runs) the
+        # wakes applied in it, which a carried inbox can make many in few events.
+        replay_cost = workflow.info().get_current_history_length() + (
+            self._applied_this_run if self._lean else 0
+        )
         compact = (
             self.compact_idle_after is not None
-            and workflow.info().get_current_history_length() >= self.compact_min_history_events
+            and replay_cost >= self.compact_min_history_events
         )
         compact_at = None
         if compact and self._lean:
@@ -428,6 +434,7 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
         )
 
     async def _apply(self, wake: Wake) -> None:
+        self._applied_this_run += 1
         self._busy = True
         self._idle_since = None  # "idle since" counts from the end of this wake
         try:

@@ -10,7 +10,7 @@ add fields only with defaults; never rename or retype one.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
@@ -844,7 +844,11 @@ class ScheduleList(_Model):
 
 class Snapshot(_Model):
     version: int
-    state: dict[str, JsonValue]
+    #: The state as JSON data. Typed `Any`, not `JsonValue`: the payload is the same JSON, but
+    #: validating every element of every kept version made decoding a continue-as-new input
+    #: (up to `max_versions_bytes` of snapshots) the largest cost of waking a hibernated agent.
+    #: The agent type's state model validates the one version it restores.
+    state: dict[str, Any]
 
 
 class SeenMessage(_Model):
