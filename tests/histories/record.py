@@ -10,8 +10,10 @@ import asyncio
 import json
 import sys
 import tempfile
+from collections.abc import Awaitable, Callable
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from client import Perennial, Settings
 from client.server import DevServer, free_port
@@ -35,18 +37,31 @@ async def notes_scenario(perennial: Perennial, name: str) -> str:
     return agent.id
 
 
-async def main() -> None:
+async def record(
+    prefix: str,
+    scenario: Callable[[Perennial], Awaitable[str]],
+    **settings: Any,
+) -> Path:
+    """Run `scenario` on a fresh embedded server and worker; save the history it returns
+    the workflow id of as `<prefix>-<date>.json` beside this file."""
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(state_dir=Path(tmp), server_port=free_port(), task_queue="record")
-        async with DevServer(settings, headless=True):
-            perennial = await Perennial.connect(settings)
-            async with build_worker(perennial.client, settings):
-                workflow_id = await notes_scenario(perennial, "replayed")
+        config = Settings(
+            state_dir=Path(tmp), server_port=free_port(), task_queue="record", **settings
+        )
+        async with DevServer(config, headless=True):
+            perennial = await Perennial.connect(config)
+            async with build_worker(perennial.client, config):
+                workflow_id = await scenario(perennial)
                 history = await perennial.client.get_workflow_handle(workflow_id).fetch_history()
-    out = HERE / f"notes-{date.today():%Y%m%d}.json"
+    out = HERE / f"{prefix}-{date.today():%Y%m%d}.json"
     doc = {"workflow_id": history.workflow_id, "history": json.loads(history.to_json())}
     out.write_text(json.dumps(doc, indent=1))
     print(f"wrote {out}", file=sys.stderr)
+    return out
+
+
+async def main() -> None:
+    await record("notes", lambda perennial: notes_scenario(perennial, "replayed"))
 
 
 if __name__ == "__main__":

@@ -7,18 +7,11 @@ request, alarms firing and being applied. Keep old files: each must keep replayi
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
-import tempfile
-from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
+from datetime import UTC, datetime, timedelta
 
-from client import InvalidSchedule, Perennial, Settings
-from client.server import DevServer, free_port
-from worker import build_worker
+from client import InvalidSchedule, Perennial
+from tests.histories.record import record
 from workflows.messages import AlarmEvent
-
-HERE = Path(__file__).parent
 
 
 async def _fired(perennial: Perennial, workflow_id: str, n: int, timeout: float = 30) -> None:
@@ -56,17 +49,7 @@ async def alarms_scenario(perennial: Perennial, name: str) -> str:
 
 
 async def main() -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(state_dir=Path(tmp), server_port=free_port(), task_queue="record")
-        async with DevServer(settings, headless=True):
-            perennial = await Perennial.connect(settings)
-            async with build_worker(perennial.client, settings):
-                workflow_id = await alarms_scenario(perennial, "alarms-replayed")
-                history = await perennial.client.get_workflow_handle(workflow_id).fetch_history()
-    out = HERE / f"alarms-{date.today():%Y%m%d}.json"
-    doc = {"workflow_id": history.workflow_id, "history": json.loads(history.to_json())}
-    out.write_text(json.dumps(doc, indent=1))
-    print(f"wrote {out}", file=sys.stderr)
+    await record("alarms", lambda perennial: alarms_scenario(perennial, "alarms-replayed"))
 
 
 if __name__ == "__main__":

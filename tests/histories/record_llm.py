@@ -8,18 +8,10 @@ tools, bad arguments, an unknown tool, a failed turn (HTTP 400) and a turn after
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
-import tempfile
-from datetime import date
-from pathlib import Path
 
-from client import Perennial, Settings, TurnFailed
-from client.server import DevServer, free_port
+from client import Perennial, TurnFailed
+from tests.histories.record import record
 from tests.scripted_llm import ScriptedLLM, call, error, text, tool_calls, usage
-from worker import build_worker
-
-HERE = Path(__file__).parent
 
 
 async def assistant_scenario(perennial: Perennial, llm: ScriptedLLM, name: str) -> str:
@@ -56,22 +48,12 @@ async def assistant_scenario(perennial: Perennial, llm: ScriptedLLM, name: str) 
 
 
 async def main() -> None:
-    with tempfile.TemporaryDirectory() as tmp, ScriptedLLM() as llm:
-        settings = Settings(
-            state_dir=Path(tmp),
-            server_port=free_port(),
-            task_queue="record",
+    with ScriptedLLM() as llm:
+        await record(
+            "assistant",
+            lambda perennial: assistant_scenario(perennial, llm, "replayed"),
             openai_base_url=llm.url,
         )
-        async with DevServer(settings, headless=True):
-            perennial = await Perennial.connect(settings)
-            async with build_worker(perennial.client, settings):
-                workflow_id = await assistant_scenario(perennial, llm, "replayed")
-                history = await perennial.client.get_workflow_handle(workflow_id).fetch_history()
-    out = HERE / f"assistant-{date.today():%Y%m%d}.json"
-    doc = {"workflow_id": history.workflow_id, "history": json.loads(history.to_json())}
-    out.write_text(json.dumps(doc, indent=1))
-    print(f"wrote {out}", file=sys.stderr)
 
 
 if __name__ == "__main__":
