@@ -68,8 +68,8 @@ async def test_a_large_backlog_is_applied_not_carried_past_the_inbox_budget(
 
 def test_versions_keep_the_current_one_whatever_its_size() -> None:
     versions = Versions(keep=5, max_bytes=100, snapshots=[])
-    versions.commit({"a": "x" * 10})
-    versions.commit({"a": "y" * 500})
+    versions.commit('{"a": "' + "x" * 10 + '"}')
+    versions.commit('{"a": "' + "y" * 500 + '"}')
     assert versions.kept() == [1]
     assert versions.current.state == {"a": "y" * 500}
     restored = Versions(

@@ -6,7 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from pydantic import BaseModel, JsonValue
+from pydantic import BaseModel, JsonValue, ValidationError
+from pydantic_core import to_json
 from temporalio.exceptions import ApplicationError
 
 from workflows.dedup import SeenWindow
@@ -30,6 +31,12 @@ from workflows.messages import (
     preview,
 )
 from workflows.versions import Versions, json_size
+
+
+def _text(state: dict[str, JsonValue]) -> str:
+    """A state as the JSON text a snapshot keeps."""
+    return to_json(state).decode()
+
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -118,7 +125,7 @@ def test_versions_number_commits_from_zero_and_keep_the_newest() -> None:
     versions = Versions(keep=3, max_bytes=10_000, snapshots=[])
     assert versions.empty
     for counter in range(5):
-        versions.commit({"counter": counter})
+        versions.commit(_text({"counter": counter}))
     assert versions.current == Snapshot(version=4, state={"counter": 4})
     assert versions.kept() == [2, 3, 4]
     assert versions.get(2).state == {"counter": 2}
@@ -132,10 +139,10 @@ def test_versions_number_commits_from_zero_and_keep_the_newest() -> None:
 def test_versions_carried_across_continue_as_new() -> None:
     old = Versions(keep=3, max_bytes=10_000, snapshots=[])
     for counter in range(4):
-        old.commit({"counter": counter})
+        old.commit(_text({"counter": counter}))
     new = Versions(keep=3, max_bytes=10_000, snapshots=old.snapshots())
     assert new.kept() == [1, 2, 3]
-    assert new.commit({"counter": 99}).version == 4
+    assert new.commit(_text({"counter": 99})).version == 4
     assert Versions(keep=2, max_bytes=10_000, snapshots=old.snapshots()).kept() == [2, 3]
 
 
@@ -146,9 +153,9 @@ def test_versions_are_bounded_by_bytes_but_keep_the_current_one() -> None:
     assert json_size(state(100)) == 100
     versions = Versions(keep=10, max_bytes=250, snapshots=[])
     for _ in range(4):
-        versions.commit(state(100))
+        versions.commit(_text(state(100)))
     assert versions.kept() == [2, 3]  # 200 bytes; a third would make 300
-    versions.commit(state(1000))  # larger than the budget on its own: still kept, alone
+    versions.commit(_text(state(1000)))  # larger than the budget on its own: still kept, alone
     assert versions.kept() == [4]
     assert versions.current.state == state(1000)
     carried = Versions(keep=10, max_bytes=250, snapshots=[*versions.snapshots()])
@@ -157,10 +164,22 @@ def test_versions_are_bounded_by_bytes_but_keep_the_current_one() -> None:
 
 def test_committed_snapshots_survive_a_round_trip() -> None:
     versions = Versions(keep=2, max_bytes=10_000, snapshots=[])
-    versions.commit({"notes": ["a", "b"], "nested": {"x": [1, 2.5, None, True]}})
+    versions.commit(_text({"notes": ["a", "b"], "nested": {"x": [1, 2.5, None, True]}}))
     wire = [s.model_dump_json() for s in versions.snapshots()]
     back = [Snapshot.model_validate_json(w) for w in wire]
     assert back == versions.snapshots()
+
+
+def test_snapshots_keep_json_text_and_read_inputs_carried_in_the_parsed_form() -> None:
+    """Runs from before snapshots were text carried `state` parsed: a new worker reads both."""
+    legacy = Snapshot.model_validate({"version": 3, "state": {"counter": 3, "notes": ["x"]}})
+    assert legacy.state_json == '{"counter":3,"notes":["x"]}'
+    assert legacy.state == {"counter": 3, "notes": ["x"]}
+    carried = Versions(keep=2, max_bytes=10_000, snapshots=[legacy])
+    assert carried.commit(legacy.state_json).version == 4
+    assert "state_json" in legacy.model_dump()
+    with pytest.raises(ValidationError):
+        Snapshot.model_validate({"version": 1})
 
 
 # --------------------------------------------------------------------------- dedup

@@ -93,7 +93,9 @@ StateT = TypeVar("StateT", bound=BaseModel)
 _CODE_ERRORS = (workflow.NondeterminismError, workflow.ReadOnlyContextError)
 
 
-_KEYS: dict[str, Any] = {key.name: key for key in (AGENT_TYPE, AGENT_NAME, AGENT_STATUS, AGENT_VERSION)}
+_KEYS: dict[str, Any] = {
+    key.name: key for key in (AGENT_TYPE, AGENT_NAME, AGENT_STATUS, AGENT_VERSION)
+}
 
 
 #: Patch ids (workflow.patched): each marks a change in the commands agents emit, so that
@@ -173,8 +175,8 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
             keep=self.max_versions, max_bytes=self.max_versions_bytes, snapshots=start.snapshots
         )
         if self._versions.empty:
-            self._versions.commit(self.initial_state().model_dump(mode="json"))
-        self.state: StateT = self._restore(self._versions.current.state)
+            self._versions.commit(self.initial_state().model_dump_json())
+        self.state: StateT = self._restore(self._versions.current.state_json)
         self._run_start_version = self.version  # AgentLastActive moves once this changes
         self._inbox: deque[Wake] = deque(start.inbox)
         self._pending: dict[str, _Pending] = {
@@ -367,8 +369,7 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
             self._applied_this_run if self._lean else 0
         )
         compact = (
-            self.compact_idle_after is not None
-            and replay_cost >= self.compact_min_history_events
+            self.compact_idle_after is not None and replay_cost >= self.compact_min_history_events
         )
         compact_at = None
         if compact and self._lean:
@@ -494,11 +495,11 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
         self._begin_turn_schedules()
         try:
             reply = await turn()
-            state, size = self._dump_state()
+            state_json = self._dump_state()
         except _CODE_ERRORS:
             raise
         except Exception as err:  # a failed turn: restore, record, tell the caller
-            self.state = self._restore(self._versions.current.state)
+            self.state = self._restore(self._versions.current.state_json)
             self._end_turn_schedules(failed=True)
             failure = TurnFailed(
                 f"turn for {label} failed: {type(err).__name__}: {err}",
@@ -515,20 +516,20 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
             )
             return failure
         self._end_turn_schedules(failed=False)
-        committed = self._versions.commit(state, size=size)
+        committed = self._versions.commit(state_json)
         self._log(TurnEvent, message_id=key, version=committed.version, reply=preview(reply))
         return AskReply(id=key, reply=reply, version=committed.version)
 
-    def _dump_state(self) -> tuple[dict[str, Any], int]:
-        """The state as JSON data and its size; StateTooLarge past `max_state_bytes`."""
-        state = self.state.model_dump(mode="json")
-        size = json_size(state)
+    def _dump_state(self) -> str:
+        """The state as JSON text; StateTooLarge past `max_state_bytes`."""
+        encoded = self.state.__pydantic_serializer__.to_json(self.state)
+        size = len(encoded)
         if size > self.max_state_bytes:
             raise StateTooLarge(
                 f"the state would be {size} bytes as JSON; {self.agent_type} agents keep at "
                 f"most {self.max_state_bytes} (max_state_bytes)"
             )
-        return state, size
+        return encoded.decode()
 
     def _apply_rollback(self, wake: RollbackWake) -> None:
         try:
@@ -536,8 +537,8 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
         except PerennialError as err:  # evicted from the ring while the request was queued
             self._settle(wake.request_id, err)
             return
-        self.state = self._restore(target.state)
-        committed = self._versions.commit(target.state)
+        self.state = self._restore(target.state_json)
+        committed = self._versions.commit(target.state_json)
         self._log(
             RolledBackEvent,
             to_version=target.version,
@@ -581,8 +582,10 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
                     await self._apply(self._inbox.popleft())
             await self._shrink_inbox_to_budget()
             await workflow.wait_condition(
-                lambda: workflow.all_handlers_finished()
-                or any(self._is_awaited(wake) for wake in self._inbox)
+                lambda: (
+                    workflow.all_handlers_finished()
+                    or any(self._is_awaited(wake) for wake in self._inbox)
+                )
             )
             if workflow.all_handlers_finished() and self._inbox_fits():
                 break
@@ -605,7 +608,7 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
         )
 
     def _inbox_sizes(self) -> deque[int]:
-        return deque(json_size(wake.model_dump(mode="json")) for wake in self._inbox)
+        return deque(json_size(wake) for wake in self._inbox)
 
     def _inbox_fits(self) -> bool:
         return sum(self._inbox_sizes()) <= self.max_carried_inbox_bytes
@@ -729,8 +732,8 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
         if pending.waiters == 0:  # nobody waits (a signal): forget it now
             del self._pending[key]
 
-    def _restore(self, state: dict[str, Any]) -> StateT:
-        return self.state_model.model_validate(state)  # type: ignore[return-value]
+    def _restore(self, state_json: str) -> StateT:
+        return self.state_model.model_validate_json(state_json)  # type: ignore[return-value]
 
     def _log(self, kind: type[Event], **fields: Any) -> Event:  # type: ignore[valid-type]
         event = kind(offset=self._events.next_offset, at=workflow.now(), **fields)
@@ -778,4 +781,3 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
             updates.append(AGENT_LAST_ACTIVE.value_set(workflow.now()))
         workflow.upsert_search_attributes(updates)
         self._published.update(changed)
-

@@ -9,10 +9,12 @@ add fields only with defaults; never rename or retype one.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
+from pydantic_core import to_json
 
 #: Default cap on the text of one message; agent types may lower or raise it.
 MAX_TEXT_CHARS = 32_768
@@ -843,12 +845,29 @@ class ScheduleList(_Model):
 
 
 class Snapshot(_Model):
+    """One committed version of an agent's state."""
+
     version: int
-    #: The state as JSON data. Typed `Any`, not `JsonValue`: the payload is the same JSON, but
-    #: validating every element of every kept version made decoding a continue-as-new input
-    #: (up to `max_versions_bytes` of snapshots) the largest cost of waking a hibernated agent.
-    #: The agent type's state model validates the one version it restores.
-    state: dict[str, Any]
+    #: The state as JSON text, not parsed data. An agent keeps up to `max_versions` of these
+    #: and carries them through continue-as-new: as parsed data, building them (every turn)
+    #: and decoding them (every wake-up of a hibernated agent) cost one Python object per
+    #: element of every kept version. As text, both are one pass in pydantic-core, and only
+    #: the version that is restored or read is ever parsed.
+    state_json: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_parsed_state(cls, data: Any) -> Any:
+        # Inputs carried by runs from before the text form (and tests) give `state` parsed.
+        if isinstance(data, dict) and "state" in data and "state_json" not in data:
+            data = dict(data)
+            data["state_json"] = to_json(data.pop("state")).decode()
+        return data
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """The state as JSON data (parsed on every call)."""
+        return json.loads(self.state_json)  # type: ignore[no-any-return]
 
 
 class SeenMessage(_Model):

@@ -1,15 +1,14 @@
 """State versions: the last N committed states, for automatic and requested rollback.
 
-Bounded by count (`keep`) and by bytes (`max_bytes`, the JSON size of all kept snapshots):
-they travel in the continue-as-new input, which Temporal caps at 2 MB. The current version
-is always kept, whatever its size; older ones are dropped first.
+Bounded by count (`keep`) and by bytes (`max_bytes`: what all kept snapshots add to the
+continue-as-new input, which Temporal caps at 2 MB). The current version is always kept,
+whatever its size; older ones are dropped first. Snapshots are JSON text (see `Snapshot`).
 """
 
 from __future__ import annotations
 
 from collections import deque
 
-from pydantic import JsonValue
 from pydantic_core import to_json
 
 from workflows.errors import VersionNotKept
@@ -32,7 +31,7 @@ class Versions:
         self._ring: deque[tuple[Snapshot, int]] = deque()
         self._bytes = 0
         for snapshot in snapshots[-keep:]:
-            self._push(snapshot, json_size(snapshot.state))
+            self._push(snapshot, json_size(snapshot.state_json))
 
     @property
     def current(self) -> Snapshot:
@@ -42,14 +41,13 @@ class Versions:
     def empty(self) -> bool:
         return not self._ring
 
-    def commit(self, state: dict[str, JsonValue], *, size: int | None = None) -> Snapshot:
-        """Make `state` the next version. `size` is its JSON size, if already known."""
+    def commit(self, state_json: str) -> Snapshot:
+        """Make `state_json` (a state model's JSON text) the next version."""
         version = self._ring[-1][0].version + 1 if self._ring else 0
-        # No re-validation: `state` is a `model_dump(mode="json")` or a kept snapshot's state.
-        # Validating it as JsonValue costs O(state) per turn (~2 ms at 10,000 notes), enough
-        # for a burst of messages to keep one activation past the SDK's 2 s deadlock limit.
-        snapshot = Snapshot.model_construct(version=version, state=state)
-        self._push(snapshot, json_size(state) if size is None else size)
+        # No re-validation: the text comes from a state model or from a kept snapshot.
+        snapshot = Snapshot.model_construct(version=version, state_json=state_json)
+        # Its size as it travels: a JSON string inside the continue-as-new input, escaped.
+        self._push(snapshot, json_size(state_json))
         return snapshot
 
     def _push(self, snapshot: Snapshot, size: int) -> None:
