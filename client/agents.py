@@ -1,11 +1,11 @@
 """The Python client: talk to named agents without caring whether they exist yet.
 
-    perennial = await Perennial.connect()
-    alice = perennial.agent("notes", "alice")
-    await alice.send("buy milk")                 # signal-with-start
-    reply = await alice.ask("what's note 1?")    # update-with-start, waits for the reply
-    async for event in alice.watch(after=0):     # follow the event log live
-        ...
+perennial = await Perennial.connect()
+alice = perennial.agent("notes", "alice")
+await alice.send("buy milk")                 # signal-with-start
+reply = await alice.ask("what's note 1?")    # update-with-start, waits for the reply
+async for event in alice.watch(after=0):     # follow the event log live
+    ...
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, NoReturn, TypeVar
 
 import structlog
@@ -82,6 +82,11 @@ class AskTimedOut(RunError):
         self.message_id = message_id
 
 
+class AgentUnreachable(RunError):
+    """The agent exists, but no worker answered for it in time: none is running on its task
+    queue, or all are too busy. Nothing was changed; try again once a worker runs."""
+
+
 class AgentSummary(BaseModel):
     """One agent as the visibility API sees it (`perennial list`)."""
 
@@ -117,7 +122,24 @@ def _translate(err: Exception, *, workflow_id: str) -> Exception:
         return InvalidRequest(str(err))
     if isinstance(err, RPCError) and err.status == RPCStatusCode.NOT_FOUND:
         return AgentNotFound(f"agent {workflow_id!r} does not exist (or is not running)")
+    if isinstance(err, RPCError) and _no_worker_answered(err):
+        return AgentUnreachable(
+            f"agent {workflow_id!r} did not answer ({err.message}): is a worker running on "
+            "its task queue?"
+        )
     return err
+
+
+def _no_worker_answered(err: RPCError) -> bool:
+    """A query (or update) that no worker picked up: the server gives up at once when the
+    task queue has had no poller lately, or the call runs into its deadline (the server's,
+    or the client's `rpc_timeout`, which the SDK reports as CANCELLED "Timeout expired")."""
+    message = err.message.lower()
+    return (
+        err.status == RPCStatusCode.DEADLINE_EXCEEDED
+        or (err.status == RPCStatusCode.CANCELLED and "timeout" in message)
+        or (err.status == RPCStatusCode.FAILED_PRECONDITION and "no poller" in message)
+    )
 
 
 def _reraise(err: Exception, *, workflow_id: str) -> NoReturn:
@@ -251,9 +273,7 @@ class AgentHandle:
 
         def call() -> Awaitable[AskReply]:
             # A start operation is single-use: a new one for every attempt.
-            start = WithStartWorkflowOperation(
-                self.agent_type, AgentStart(), **self._start_args()
-            )
+            start = WithStartWorkflowOperation(self.agent_type, AgentStart(), **self._start_args())
             return self._client.execute_update_with_start_workflow(
                 "ask",
                 message,
@@ -428,12 +448,18 @@ class AgentHandle:
             _reraise(err, workflow_id=self.id)
         return _summary(desc)
 
-    async def _query(self, name: str, arg: BaseModel | None, result_type: type[Any]) -> Any:
+    async def _query(
+        self,
+        name: str,
+        arg: BaseModel | None,
+        result_type: Any,
+        *,
+        timeout: timedelta | None = None,
+    ) -> Any:
         handle = self._client.get_workflow_handle(self.id)
+        args = () if arg is None else (arg,)
         try:
-            if arg is None:
-                return await handle.query(name, result_type=result_type)
-            return await handle.query(name, arg, result_type=result_type)
+            return await handle.query(name, *args, result_type=result_type, rpc_timeout=timeout)
         except (WorkflowQueryFailedError, RPCError) as err:
             _reraise(err, workflow_id=self.id)
 

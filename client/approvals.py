@@ -2,7 +2,7 @@
 
     from client.approvals import pending_approvals, decide, waiting_for_approval
 
-    for summary, approvals in await waiting_for_approval(perennial):
+    for summary, approvals, unreachable in await waiting_for_approval(perennial):
         ...
     await decide(perennial.agent("assistant", "alice"), "appr-...", approve=True,
                  comment="go ahead", decided_by="bob")
@@ -13,23 +13,28 @@
 
 from __future__ import annotations
 
-from temporalio.client import WorkflowQueryFailedError, WorkflowUpdateFailedError
+import asyncio
+from datetime import timedelta
+from typing import NamedTuple
+
+from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
-from client.agents import AgentHandle, AgentSummary, Perennial, _reraise
+from client.agents import AgentHandle, AgentSummary, AgentUnreachable, Perennial, _reraise
 from workflows.errors import parse_input
 from workflows.messages import DecideRequest, Decision, PendingApproval
 from workflows.visibility import AgentStatus
 
 
-async def pending_approvals(agent: AgentHandle) -> list[PendingApproval]:
-    """The agent's calls waiting for a person, oldest first (query `approvals`)."""
-    handle = agent._client.get_workflow_handle(agent.id)
-    try:
-        raw = await handle.query("approvals")
-    except (WorkflowQueryFailedError, RPCError) as err:
-        _reraise(err, workflow_id=agent.id)
-    return [PendingApproval.model_validate(item) for item in raw]
+async def pending_approvals(
+    agent: AgentHandle, *, timeout: timedelta | None = None
+) -> list[PendingApproval]:
+    """The agent's calls waiting for a person, oldest first (query `approvals`).
+    `AgentUnreachable` if no worker answers (within `timeout`, if given)."""
+    found: list[PendingApproval] = await agent._query(
+        "approvals", None, list[PendingApproval], timeout=timeout
+    )
+    return found
 
 
 async def decide(
@@ -53,19 +58,36 @@ async def decide(
         _reraise(err, workflow_id=agent.id)
 
 
+class AgentApprovals(NamedTuple):
+    agent: AgentSummary
+    approvals: list[PendingApproval]
+    #: Set when the agent did not answer (no worker on its task queue): approvals unknown.
+    unreachable: AgentUnreachable | None = None
+
+
 async def waiting_for_approval(
-    perennial: Perennial, *, agent_type: str | None = None, limit: int = 100
-) -> list[tuple[AgentSummary, list[PendingApproval]]]:
+    perennial: Perennial,
+    *,
+    agent_type: str | None = None,
+    limit: int = 100,
+    timeout: timedelta = timedelta(seconds=5),
+) -> list[AgentApprovals]:
     """Every running agent whose `AgentStatus` is `waiting_approval`, with its pending
-    approvals (visibility is eventually consistent: an agent may lag a moment)."""
-    found = []
+    approvals (visibility is eventually consistent: an agent may lag a moment). Agents are
+    asked at once; one that does not answer within `timeout` is listed as unreachable
+    instead of failing the whole listing."""
     summaries = await perennial.list_agents(
         agent_type=agent_type, status=AgentStatus.WAITING_APPROVAL.value, limit=limit
     )
-    for summary in summaries:
+
+    async def approvals_of(summary: AgentSummary) -> AgentApprovals:
         agent = perennial.agent(summary.agent_type, summary.name)
-        found.append((summary, await pending_approvals(agent)))
-    return found
+        try:
+            return AgentApprovals(summary, await pending_approvals(agent, timeout=timeout))
+        except AgentUnreachable as err:
+            return AgentApprovals(summary, [], unreachable=err)
+
+    return list(await asyncio.gather(*(approvals_of(summary) for summary in summaries)))
 
 
-__all__ = ["decide", "pending_approvals", "waiting_for_approval"]
+__all__ = ["AgentApprovals", "decide", "pending_approvals", "waiting_for_approval"]

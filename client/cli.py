@@ -240,7 +240,11 @@ async def cmd_approvals(args: argparse.Namespace, settings: Settings) -> None:
         agent = perennial.agent(*_parse_agent(args.agent))
         found = [(agent.id, await pending_approvals(agent))]
     else:
-        found = [(s.workflow_id, a) for s, a in await waiting_for_approval(perennial)]
+        listed = await waiting_for_approval(perennial)
+        found = [(s.workflow_id, approvals) for s, approvals, error in listed if error is None]
+        for _, _, error in listed:
+            if error is not None:
+                print(f"warning: {error}", file=sys.stderr)
     if args.json:
         print(json.dumps({aid: [a.model_dump(mode="json") for a in pending]
                           for aid, pending in found}))  # fmt: skip

@@ -129,7 +129,12 @@ class DevServer:
             )
         client = await self._wait_healthy(timeout)
         await ensure_search_attributes(client, s.namespace)
-        log.info("temporal server ready", address=self.address, ui=None if self.headless else self.ui_url, db=str(s.database))
+        log.info(
+            "temporal server ready",
+            address=self.address,
+            ui=None if self.headless else self.ui_url,
+            db=str(s.database),
+        )
 
     async def _wait_healthy(self, timeout: float) -> Client:
         assert self._process is not None
@@ -149,7 +154,9 @@ class DevServer:
                 last_error = err
             await asyncio.sleep(0.2)
         await self.stop()
-        raise ServerError(f"the temporal server did not become healthy in {timeout:.0f}s: {last_error}")
+        raise ServerError(
+            f"the temporal server did not become healthy in {timeout:.0f}s: {last_error}"
+        )
 
     async def stop(self, *, timeout: float = 15.0) -> None:
         process, self._process = self._process, None

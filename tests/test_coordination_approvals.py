@@ -75,7 +75,7 @@ async def test_approve_runs_the_call_and_the_first_decision_wins(
     assert scripted_llm.executions("wire_money") == 0
     await eventually(lambda: _status_is(perennial, agent.id, "waiting_approval"))
     found = await waiting_for_approval(perennial, agent_type="test_llm_approver")
-    assert any(s.workflow_id == agent.id for s, _ in found)
+    assert any(s.workflow_id == agent.id and error is None for s, _, error in found)
 
     with pytest.raises(ApprovalNotFound):
         await decide(agent, "appr-nope", approve=True)

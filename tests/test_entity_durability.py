@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from temporalio.service import RPCError, RPCStatusCode
 
 import tests.agents  # noqa: F401  (registers the test agent types before a worker is built)
-from client import AgentHandle, Perennial, Settings, StateView
+from client import AgentHandle, AgentUnreachable, Perennial, Settings, StateView
+from client.approvals import pending_approvals
 from client.server import DevServer, free_port
 from tests.agents import SlowAgent
 from tests.conftest import WorkerProcess, eventually
@@ -139,3 +142,18 @@ async def test_a_backlog_queued_while_no_worker_ran_is_applied_in_bounded_tasks(
     assert task_failure_causes(events) == []  # no task failed (no deadlock, no retry)
     completed = sum(e.event_type == TASK_COMPLETED for e in events)
     assert completed >= total // SlowAgent.max_wakes_per_task
+
+
+async def test_an_agent_without_a_worker_is_reported_unreachable(
+    perennial: Perennial, settings: Settings
+) -> None:
+    """A read that no worker answers is a typed `AgentUnreachable`, not a raw RPC error, and
+    the approvals listing names such an agent instead of failing as a whole."""
+    agent = perennial.agent("notes", unique())
+    async with build_worker(perennial.client, settings):
+        await agent.ask("while a worker runs", timeout=60)
+    with pytest.raises(AgentUnreachable) as err:
+        await pending_approvals(agent, timeout=timedelta(seconds=1))
+    assert agent.id in str(err.value) and "worker" in str(err.value)
+    async with build_worker(perennial.client, settings):  # and nothing was lost meanwhile
+        assert (await agent.state_view()).version == 1
