@@ -381,10 +381,13 @@ class CpuMeter:
 
     def __init__(self) -> None:
         self.server_pid: int | None = None
+        #: Workers in their own processes, counted with this one as "local".
+        self.worker_pids: list[int] = []
 
     def read(self) -> tuple[float, float]:
         server = cpu_seconds(self.server_pid) if self.server_pid else 0.0
-        return time.process_time(), server
+        workers = sum(cpu_seconds(pid) for pid in self.worker_pids)
+        return time.process_time() + workers, server
 
 
 CPU = CpuMeter()
@@ -520,41 +523,61 @@ class Bench:
                             cpu_ms["perennial"][1], cpu_ms["raw-plain"][1], "ms"))  # fmt: skip
 
     async def phase_throughput(self) -> None:
-        """Signals into 1 and into `fanout` warm agents, until all are applied. Each round
-        uses new agents; the order of the sides is reversed every other round."""
-        s = self.scale
+        """Signals into 1 and into `fanout` warm agents, until all are applied, each worker
+        in its own process (as deployed: `perennial worker`), so the client's flood and a
+        worker do not share one interpreter."""
         sp, sr = self.queue("tput-p"), self.queue("tput-r")
+        perennial = await self.spawn_worker("perennial", sp)
+        raw = await self.spawn_worker("raw", sr)
+        CPU.worker_pids = [perennial.pid, raw.pid]
+        try:
+            await self._throughput(sp, sr, key="", where_suffix="")
+        finally:
+            CPU.worker_pids = []
+            for proc in (perennial, raw):
+                await stop_process(proc, grace=30)
+
+    async def phase_throughput_inline(self) -> None:
+        """The same, with both workers in the benchmark's own process: the client's flood
+        and the worker share one interpreter (and one GIL), which costs the side whose
+        workflow code does more per message the most."""
+        sp, sr = self.queue("tput-ip"), self.queue("tput-ir")
+        async with build_worker(self.client, sp), build_raw_worker(self.client, sr):
+            await self._throughput(sp, sr, key="_inline", where_suffix=", worker in process")
+
+    async def _throughput(self, sp: Settings, sr: Settings, *, key: str, where_suffix: str) -> None:
+        """Each round uses new agents; the order of the sides is reversed every other round."""
+        s = self.scale
         creator = RawSide(self.client, sr.task_queue, with_start=True)
         sides: list[Side] = [
             PerennialSide(self.perennial, sp),
             RawSide(self.client, sr.task_queue, with_start=True),
             RawSide(self.client, sr.task_queue, with_start=False),
         ]
-        async with build_worker(self.client, sp), build_raw_worker(self.client, sr):
-            for agents, total in ((1, s.messages_one), (s.fanout, s.messages_many)):
-                results: dict[str, Flood] = {}
-                for round_ in range(s.rounds):
-                    for side in sides if round_ % 2 == 0 else sides[::-1]:
-                        names = [unique(f"tput{agents}") for _ in range(agents)]
-                        warm = creator if side.label == "raw-plain" else side
-                        await create_by_ask(warm, names, s.concurrency, timeout=600)
-                        result = await flood(side, names, total, concurrency=s.concurrency,
-                                             timeout=600, base={name: 1 for name in names})  # fmt: skip
-                        prior = results.get(side.label)
-                        results[side.label] = result if prior is None else prior + result
-                self.report.details[f"throughput_{agents}"] = {
-                    k: v.summary() for k, v in results.items()
-                }
-                where = "1 agent" if agents == 1 else f"{agents} agents"
-                p = results["perennial"]
-                for label, what in (("raw", "signal-with-start"), ("raw-plain", "plain signal")):
-                    self.report.add(Row("throughput", f"messages/s into {where} (vs raw {what})",
-                                        p.rate, results[label].rate, "msg/s", 0.8))  # fmt: skip
-                ps, rs = p.summary(), results["raw"].summary()
-                self.report.add(Row("throughput", f"CPU per message into {where}, client+worker",
-                                    ps["cpu_local_ms_per_msg"], rs["cpu_local_ms_per_msg"], "ms"))  # fmt: skip
-                self.report.add(Row("throughput", f"CPU per message into {where}, server",
-                                    ps["cpu_server_ms_per_msg"], rs["cpu_server_ms_per_msg"], "ms"))  # fmt: skip
+        for agents, total in ((1, s.messages_one), (s.fanout, s.messages_many)):
+            results: dict[str, Flood] = {}
+            for round_ in range(s.rounds):
+                for side in sides if round_ % 2 == 0 else sides[::-1]:
+                    names = [unique(f"tput{agents}") for _ in range(agents)]
+                    warm = creator if side.label == "raw-plain" else side
+                    await create_by_ask(warm, names, s.concurrency, timeout=600)
+                    result = await flood(side, names, total, concurrency=s.concurrency,
+                                         timeout=600, base={name: 1 for name in names})  # fmt: skip
+                    prior = results.get(side.label)
+                    results[side.label] = result if prior is None else prior + result
+            self.report.details[f"throughput_{agents}{key}"] = {
+                k: v.summary() for k, v in results.items()
+            }
+            where = ("1 agent" if agents == 1 else f"{agents} agents") + where_suffix
+            p = results["perennial"]
+            for label, what in (("raw", "signal-with-start"), ("raw-plain", "plain signal")):
+                self.report.add(Row("throughput", f"messages/s into {where} (vs raw {what})",
+                                    p.rate, results[label].rate, "msg/s", 0.8))  # fmt: skip
+            ps, rs = p.summary(), results["raw"].summary()
+            self.report.add(Row("throughput", f"CPU per message into {where}, client+worker",
+                                ps["cpu_local_ms_per_msg"], rs["cpu_local_ms_per_msg"], "ms"))  # fmt: skip
+            self.report.add(Row("throughput", f"CPU per message into {where}, server",
+                                ps["cpu_server_ms_per_msg"], rs["cpu_server_ms_per_msg"], "ms"))  # fmt: skip
 
     async def phase_create(self) -> None:
         """New ids: signal-with-start (until every state shows its message) and
@@ -703,27 +726,9 @@ class Bench:
         s = self.scale
         cache = max(s.rss_agents) + 100  # every idle agent stays cached: the worst case
         settings = self.queue(f"rss-{kind[0]}", max_cached_workflows=cache)
-        cmd = [sys.executable, "worker.py"] if kind == "perennial" else [
-            sys.executable, "-m", "bench.raw_worker"]  # fmt: skip
-        env = dict(os.environ)
-        env.update(
-            TEMPORAL_ADDRESS=settings.address,
-            PERENNIAL_TASK_QUEUE=settings.task_queue,
-            PERENNIAL_MAX_CACHED_WORKFLOWS=str(cache),
-            PERENNIAL_LOG_LEVEL="WARNING",
-            PERENNIAL_LOG_FORMAT="json",
-        )
-        log_path = self.tmp / f"worker-{kind}.log"
-        side: Side = (
-            PerennialSide(self.perennial, settings)
-            if kind == "perennial"
-            else RawSide(self.client, settings.task_queue, with_start=True)
-        )
-        with log_path.open("wb") as log_file:
-            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log_file, stderr=log_file,
-                                    start_new_session=True)  # fmt: skip
+        side = self.side(kind, settings)
+        proc = await self.spawn_worker(kind, settings)
         try:
-            await side.ask(unique("rss"), "hello")  # returns once the worker is up and working
             out: dict[str, Any] = {"rss_mb": {"1": await settled_rss_mb(proc.pid)}}
             created, cpu_start, seconds, retries = 1, cpu_seconds(proc.pid), 0.0, 0
             for target in s.rss_agents:
@@ -742,15 +747,48 @@ class Bench:
             return out
         except BaseException:
             await stop_process(proc, grace=5)
-            tail = log_path.read_text(errors="replace")[-2000:]
-            print(f"  {kind} worker log (tail):\n{tail}", file=sys.stderr)
+            self.print_worker_log(kind)
             raise
+
+    def side(self, kind: str, settings: Settings) -> Side:
+        if kind == "perennial":
+            return PerennialSide(self.perennial, settings)
+        return RawSide(self.client, settings.task_queue, with_start=True)
+
+    async def spawn_worker(self, kind: str, settings: Settings) -> subprocess.Popen[bytes]:
+        """A worker (`perennial` or `raw`) in its own process, configured by environment
+        like `python worker.py`; returns once it has answered a first `ask`."""
+        cmd = [sys.executable, "worker.py"] if kind == "perennial" else [
+            sys.executable, "-m", "bench.raw_worker"]  # fmt: skip
+        env = dict(os.environ)
+        env.update(
+            TEMPORAL_ADDRESS=settings.address,
+            PERENNIAL_TASK_QUEUE=settings.task_queue,
+            PERENNIAL_MAX_CACHED_WORKFLOWS=str(settings.max_cached_workflows),
+            PERENNIAL_LOG_LEVEL="WARNING",
+            PERENNIAL_LOG_FORMAT="json",
+        )
+        with (self.tmp / f"worker-{kind}.log").open("ab") as log_file:
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log_file, stderr=log_file,
+                                    start_new_session=True)  # fmt: skip
+        try:
+            await self.side(kind, settings).ask(unique("up"), "hello")
+        except BaseException:
+            await stop_process(proc, grace=5)
+            self.print_worker_log(kind)
+            raise
+        return proc
+
+    def print_worker_log(self, kind: str) -> None:
+        tail = (self.tmp / f"worker-{kind}.log").read_text(errors="replace")[-2000:]
+        print(f"  {kind} worker log (tail):\n{tail}", file=sys.stderr)
 
     # ------------------------------------------------------------------ driver
 
     PHASES: dict[str, tuple[str, float]] = {
         "ask": ("phase_ask", 600),
         "throughput": ("phase_throughput", 1_200),
+        "throughput_inline": ("phase_throughput_inline", 1_200),
         "create": ("phase_create", 1_200),
         "wake": ("phase_wake", 1_800),
         "rss": ("phase_rss", 3_600),

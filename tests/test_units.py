@@ -170,6 +170,22 @@ def test_committed_snapshots_survive_a_round_trip() -> None:
     assert back == versions.snapshots()
 
 
+def test_versions_carry_the_current_one_as_text_and_pack_the_older_ones() -> None:
+    notes = [f"note {i}" for i in range(2_000)]
+    old = Versions(keep=5, max_bytes=1_000_000, snapshots=[])
+    for n in range(1_995, 2_001):
+        old.commit(_text({"counter": n, "notes": notes[:n]}))
+    snapshots, packed = old.carry()
+    assert [s.version for s in snapshots] == [5] and packed is not None
+    raw = sum(json_size(s.state_json) for s in old.snapshots()[:-1])
+    assert len(packed) * 20 < raw  # what successive versions share is packed away
+    new = Versions(keep=5, max_bytes=1_000_000, snapshots=snapshots, packed=packed)
+    assert new.snapshots() == old.snapshots()
+    assert new.get(2).state == {"counter": 1_997, "notes": notes[:1_997]}
+    alone = Versions(keep=5, max_bytes=1_000_000, snapshots=[Snapshot(version=0, state={})])
+    assert alone.carry() == ([Snapshot(version=0, state={})], None)
+
+
 def test_snapshots_keep_json_text_and_read_inputs_carried_in_the_parsed_form() -> None:
     """Runs from before snapshots were text carried `state` parsed: a new worker reads both."""
     legacy = Snapshot.model_validate({"version": 3, "state": {"counter": 3, "notes": ["x"]}})

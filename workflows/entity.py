@@ -183,7 +183,10 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
         self._compaction_tick = False
         self._applied_this_run = 0
         self._versions = Versions(
-            keep=self.max_versions, max_bytes=self.max_versions_bytes, snapshots=start.snapshots
+            keep=self.max_versions,
+            max_bytes=self.max_versions_bytes,
+            snapshots=start.snapshots,
+            packed=start.packed_snapshots,
         )
         if self._versions.empty:
             self._versions.commit(self.initial_state().model_dump_json())
@@ -610,9 +613,11 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
                 break
         self._log(ContinuedAsNewEvent, reason=reason, carried_wakes=len(self._inbox))
         workflow.logger.info("continuing as new (%s), carrying %d wakes", reason, len(self._inbox))
+        snapshots, packed_snapshots = self._versions.carry()
         workflow.continue_as_new(
             AgentStart(
-                snapshots=self._versions.snapshots(),
+                snapshots=snapshots,
+                packed_snapshots=packed_snapshots,
                 inbox=list(self._inbox),
                 seen=self._seen.entries(),
                 events=self._events.tail(),
