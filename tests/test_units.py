@@ -23,6 +23,7 @@ from workflows.errors import (
 from workflows.eventlog import EventLog
 from workflows.messages import (
     EVENT_PREVIEW_CHARS,
+    AgentStart,
     EventsQuery,
     Message,
     ReceivedEvent,
@@ -30,6 +31,7 @@ from workflows.messages import (
     Snapshot,
     preview,
 )
+from workflows.packing import pack_carried, unpack_carried
 from workflows.versions import Versions, json_size
 
 
@@ -170,20 +172,25 @@ def test_committed_snapshots_survive_a_round_trip() -> None:
     assert back == versions.snapshots()
 
 
-def test_versions_carry_the_current_one_as_text_and_pack_the_older_ones() -> None:
+def test_continue_as_new_packs_its_bulk_and_the_next_run_unpacks_it() -> None:
     notes = [f"note {i}" for i in range(2_000)]
-    old = Versions(keep=5, max_bytes=1_000_000, snapshots=[])
+    versions = Versions(keep=6, max_bytes=1_000_000, snapshots=[])
     for n in range(1_995, 2_001):
-        old.commit(_text({"counter": n, "notes": notes[:n]}))
-    snapshots, packed = old.carry()
-    assert [s.version for s in snapshots] == [5] and packed is not None
-    raw = sum(json_size(s.state_json) for s in old.snapshots()[:-1])
-    assert len(packed) * 20 < raw  # what successive versions share is packed away
-    new = Versions(keep=5, max_bytes=1_000_000, snapshots=snapshots, packed=packed)
-    assert new.snapshots() == old.snapshots()
-    assert new.get(2).state == {"counter": 1_997, "notes": notes[:1_997]}
-    alone = Versions(keep=5, max_bytes=1_000_000, snapshots=[Snapshot(version=0, state={})])
-    assert alone.carry() == ([Snapshot(version=0, state={})], None)
+        versions.commit(_text({"counter": n, "notes": notes[:n]}))
+    seen = [_seen(f"id{i}") for i in range(300)]
+    start = AgentStart(
+        snapshots=versions.snapshots(), seen=seen, events=[_event(i) for i in range(1, 51)],
+        next_offset=51, generation=3,
+    )  # fmt: skip
+    packed = pack_carried(start)
+    assert packed.snapshots == packed.seen == packed.events == [] and packed.packed
+    assert packed.generation == 3 and packed.next_offset == 51
+    plain_size, packed_size = json_size(start), json_size(packed)
+    assert packed_size * 20 < plain_size, (packed_size, plain_size)
+    # What the next run sees (after the payload's JSON round trip) is what was carried.
+    carried = AgentStart.model_validate_json(packed.model_dump_json())
+    assert unpack_carried(carried) == start
+    assert unpack_carried(start) is start  # nothing packed: as it is
 
 
 def test_snapshots_keep_json_text_and_read_inputs_carried_in_the_parsed_form() -> None:

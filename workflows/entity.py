@@ -72,6 +72,7 @@ from workflows.messages import (
 )
 from workflows.messaging import Messaging
 from workflows.observing import Observing
+from workflows.packing import pack_carried, unpack_carried
 from workflows.versions import Versions, json_size
 from workflows.visibility import (
     AGENT_LAST_ACTIVE,
@@ -182,11 +183,9 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
         self._compaction_clock: asyncio.Task[None] | None = None
         self._compaction_tick = False
         self._applied_this_run = 0
+        start = unpack_carried(start)
         self._versions = Versions(
-            keep=self.max_versions,
-            max_bytes=self.max_versions_bytes,
-            snapshots=start.snapshots,
-            packed=start.packed_snapshots,
+            keep=self.max_versions, max_bytes=self.max_versions_bytes, snapshots=start.snapshots
         )
         if self._versions.empty:
             self._versions.commit(self.initial_state().model_dump_json())
@@ -613,21 +612,21 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
                 break
         self._log(ContinuedAsNewEvent, reason=reason, carried_wakes=len(self._inbox))
         workflow.logger.info("continuing as new (%s), carrying %d wakes", reason, len(self._inbox))
-        snapshots, packed_snapshots = self._versions.carry()
         workflow.continue_as_new(
-            AgentStart(
-                snapshots=snapshots,
-                packed_snapshots=packed_snapshots,
-                inbox=list(self._inbox),
-                seen=self._seen.entries(),
-                events=self._events.tail(),
-                next_offset=self._events.next_offset,
-                generation=self._generation + 1,
-                schedules=self.list_schedules(),
-                **self._carried_children(),
-                **self._carried_asks(),
-                **self._carried_approvals(),
-                **self._carried_observations(),
+            pack_carried(
+                AgentStart(
+                    snapshots=self._versions.snapshots(),
+                    inbox=list(self._inbox),
+                    seen=self._seen.entries(),
+                    events=self._events.tail(),
+                    next_offset=self._events.next_offset,
+                    generation=self._generation + 1,
+                    schedules=self.list_schedules(),
+                    **self._carried_children(),
+                    **self._carried_asks(),
+                    **self._carried_approvals(),
+                    **self._carried_observations(),
+                )
             )
         )
 

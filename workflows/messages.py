@@ -876,18 +876,23 @@ class SeenMessage(_Model):
     version: int
 
 
+class CarriedBulk(_Model):
+    """The bulky part of `AgentStart`, packed into `AgentStart.packed` (see workflows.packing)."""
+
+    snapshots: list[Snapshot] = []
+    seen: list[SeenMessage] = []
+    events: list[Event] = []
+
+
 class AgentStart(_Model):
     """The agent workflow's input: empty for a new agent, the carried state after
     continue-as-new. Every field has a default, so `{}` starts an agent from the CLI."""
 
-    #: Kept state versions: the current one as JSON text you can read in the Web UI, the
-    #: older ones (if any) in `packed_snapshots`. Inputs from before packing list them all.
+    #: Kept state versions, oldest first (the last is the current state).
     snapshots: list[Snapshot] = []
-    #: The older kept versions, oldest first, as a list of `Snapshot` in JSON, compressed with
-    #: LZMA and base64-encoded. Successive versions are mostly alike: ~600 KB of them pack
-    #: into a few KB, and every byte of this input is read again whenever the agent wakes up
-    #: after eviction (see `workflows.versions`).
-    packed_snapshots: str | None = None
+    #: The bulk of what continue-as-new carries (more `snapshots`, `seen` and `events`,
+    #: which come before the plain fields' items), packed: see `workflows.packing`.
+    packed: str | None = None
     inbox: list[Wake] = []
     seen: list[SeenMessage] = []
     events: list[Event] = []

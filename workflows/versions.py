@@ -3,40 +3,16 @@
 Bounded by count (`keep`) and by bytes (`max_bytes`: what all kept snapshots add to the
 continue-as-new input, which Temporal caps at 2 MB). The current version is always kept,
 whatever its size; older ones are dropped first. Snapshots are JSON text (see `Snapshot`).
-
-Across continue-as-new the current version travels as text and the older ones packed
-(`carry`): LZMA finds what successive versions share (a 120 KB state kept 6 times packs into a
-few KB), and the server reads a run's whole input back every time an evicted agent wakes up,
-at roughly 30 ms per MB on the dev server. Packing costs ~10 ms per 600 KB at the switch and
-unpacking ~2 ms at the start of the next run.
 """
 
 from __future__ import annotations
 
-import base64
-import lzma
 from collections import deque
 
-from pydantic import TypeAdapter
 from pydantic_core import to_json
 
 from workflows.errors import VersionNotKept
 from workflows.messages import Snapshot
-
-#: LZMA preset 0: the fastest; what versions share lies far apart (a whole state), which the
-#: LZMA dictionary covers and zlib's 32 KB window does not.
-_PACK_PRESET = 0
-_SNAPSHOT_LIST = TypeAdapter(list[Snapshot])
-
-
-def pack_snapshots(snapshots: list[Snapshot]) -> str:
-    return base64.b64encode(
-        lzma.compress(_SNAPSHOT_LIST.dump_json(snapshots), preset=_PACK_PRESET)
-    ).decode("ascii")
-
-
-def unpack_snapshots(packed: str) -> list[Snapshot]:
-    return _SNAPSHOT_LIST.validate_json(lzma.decompress(base64.b64decode(packed)))
 
 
 def json_size(value: object) -> int:
@@ -47,23 +23,13 @@ def json_size(value: object) -> int:
 class Versions:
     """A ring of committed state snapshots; the newest is the current committed state."""
 
-    def __init__(
-        self,
-        *,
-        keep: int,
-        max_bytes: int,
-        snapshots: list[Snapshot],
-        packed: str | None = None,
-    ) -> None:
-        """`snapshots` (and, carried, `packed`: the older ones) oldest first."""
+    def __init__(self, *, keep: int, max_bytes: int, snapshots: list[Snapshot]) -> None:
         if keep < 1:
             raise ValueError("at least one version must be kept")
         self._keep = keep
         self._max_bytes = max_bytes
         self._ring: deque[tuple[Snapshot, int]] = deque()
         self._bytes = 0
-        if packed:
-            snapshots = unpack_snapshots(packed) + snapshots
         for snapshot in snapshots[-keep:]:
             self._push(snapshot, json_size(snapshot.state_json))
 
@@ -103,8 +69,3 @@ class Versions:
 
     def snapshots(self) -> list[Snapshot]:
         return [s for s, _ in self._ring]
-
-    def carry(self) -> tuple[list[Snapshot], str | None]:
-        """What continue-as-new carries: the current version, and the older ones packed."""
-        *older, current = self.snapshots()
-        return [current], pack_snapshots(older) if older else None
