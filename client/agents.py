@@ -246,7 +246,7 @@ class AgentHandle:
         message = self._message(text, sender, id, data)
         await self._client.start_workflow(
             self.agent_type,
-            AgentStart(),
+            AgentStart().wire(),
             start_signal="message",
             start_signal_args=[message],
             **self._start_args(),
@@ -273,7 +273,9 @@ class AgentHandle:
 
         def call() -> Awaitable[AskReply]:
             # A start operation is single-use: a new one for every attempt.
-            start = WithStartWorkflowOperation(self.agent_type, AgentStart(), **self._start_args())
+            start = WithStartWorkflowOperation(
+                self.agent_type, AgentStart().wire(), **self._start_args()
+            )
             return self._client.execute_update_with_start_workflow(
                 "ask",
                 message,
@@ -399,7 +401,9 @@ class AgentHandle:
             timezone=timezone,
             created_by=created_by,
         )
-        start = WithStartWorkflowOperation(self.agent_type, AgentStart(), **self._start_args())
+        start = WithStartWorkflowOperation(
+            self.agent_type, AgentStart().wire(), **self._start_args()
+        )
         try:
             return await self._client.execute_update_with_start_workflow(
                 "schedule", request, start_workflow_operation=start, result_type=ScheduleResult

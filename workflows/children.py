@@ -142,7 +142,7 @@ class Children:
         try:
             handle = await workflow.start_child_workflow(
                 agent_type,
-                AgentStart(task=assignment),
+                AgentStart(task=assignment).wire(),
                 id=child_id,
                 task_queue=workflow.info().task_queue,
                 parent_close_policy=workflow.ParentClosePolicy.ABANDON,

@@ -627,7 +627,7 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
                     **self._carried_approvals(),
                     **self._carried_observations(),
                 )
-            )
+            ).wire()
         )
 
     def _inbox_sizes(self) -> deque[int]:

@@ -888,6 +888,12 @@ class AgentStart(_Model):
     """The agent workflow's input: empty for a new agent, the carried state after
     continue-as-new. Every field has a default, so `{}` starts an agent from the CLI."""
 
+    def wire(self) -> dict[str, Any]:
+        """As sent: fields left at their defaults are left out, so a worker one release
+        older (extra fields are refused) still reads inputs that use none of the new ones,
+        as during a rolling deploy, when clients and workers are updated one after another."""
+        return self.model_dump(mode="json", exclude_defaults=True)
+
     #: Kept state versions, oldest first (the last is the current state).
     snapshots: list[Snapshot] = []
     #: The bulk of what continue-as-new carries (more `snapshots`, `seen` and `events`,
