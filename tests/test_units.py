@@ -27,6 +27,7 @@ from workflows.messages import (
     AgentStart,
     EventsQuery,
     Message,
+    MessageWake,
     ReceivedEvent,
     SeenMessage,
     Snapshot,
@@ -179,9 +180,10 @@ def test_continue_as_new_packs_its_bulk_and_the_next_run_unpacks_it() -> None:
     for n in range(1_995, 2_001):
         versions.commit(_text({"counter": n, "notes": notes[:n]}))
     seen = [_seen(f"id{i}") for i in range(300)]
+    wakes = [MessageWake(message=Message(text="later", id="m1"), received_at=AT)]
     start = AgentStart(
         snapshots=versions.snapshots(), seen=seen, events=[_event(i) for i in range(1, 51)],
-        next_offset=51, generation=3,
+        next_offset=51, generation=3, inbox=wakes,
     )  # fmt: skip
     packed = pack_carried(start)
     assert packed.snapshots == packed.seen == packed.events == [] and packed.packed

@@ -892,7 +892,14 @@ class AgentStart(_Model):
         """As sent: fields left at their defaults are left out, so a worker one release
         older (extra fields are refused) still reads inputs that use none of the new ones,
         as during a rolling deploy, when clients and workers are updated one after another."""
-        return self.model_dump(mode="json", exclude_defaults=True)
+        # Top-level fields only: nested models keep theirs (a wake's `kind` tag has a default,
+        # and the union cannot be read back without it).
+        unset = {
+            name
+            for name, field in type(self).model_fields.items()
+            if getattr(self, name) == field.get_default(call_default_factory=True)
+        }
+        return self.model_dump(mode="json", exclude=unset)
 
     #: Kept state versions, oldest first (the last is the current state).
     snapshots: list[Snapshot] = []
