@@ -6,6 +6,7 @@ from client.agents import (
     AgentSummary,
     AgentUnreachable,
     AskTimedOut,
+    EventsMissed,
     Perennial,
 )
 from client.connection import TemporalUnavailable
@@ -65,6 +66,7 @@ __all__ = [
     "Decision",
     "DeliveryFailed",
     "Event",
+    "EventsMissed",
     "EventsPage",
     "InvalidMessage",
     "InvalidRequest",

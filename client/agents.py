@@ -82,6 +82,16 @@ class AskTimedOut(RunError):
         self.message_id = message_id
 
 
+class EventsMissed(RunError):
+    """A watcher fell behind the agent's bounded event log: `missed` events left the log
+    before it read them. `watch(after=err.resume_after)` goes on from the oldest event kept."""
+
+    def __init__(self, message: str, *, missed: int, resume_after: int):
+        super().__init__(message)
+        self.missed = missed
+        self.resume_after = resume_after
+
+
 class AgentUnreachable(RunError):
     """The agent exists, but no worker answered for it in time: none is running on its task
     queue, or all are too busy. Nothing was changed; try again once a worker runs."""
@@ -337,7 +347,9 @@ class AgentHandle:
 
     async def watch(self, *, after: int = 0, poll_seconds: float = 30.0) -> AsyncIterator[Event]:
         """Every event after `after`, live, forever (break out when you are done). Survives the
-        agent's continue-as-new; resume later by passing the last offset you saw."""
+        agent's continue-as-new; resume later by passing the last offset you saw. Raises
+        `EventsMissed` if events after `after` have already left the bounded log (nothing is
+        skipped silently); resume from its `resume_after`."""
         while True:
             try:
                 page = await self.wait_events(after=after, timeout=poll_seconds)
@@ -348,8 +360,13 @@ class AgentHandle:
                 await asyncio.sleep(0.2)
                 continue
             if page.missed:
-                log.warning("watch fell behind the bounded event log", agent=self.id,
-                            missed=page.missed)  # fmt: skip
+                raise EventsMissed(
+                    f"{page.missed} events of {self.id} after offset {after} left its event "
+                    f"log (it keeps the newest) before they were read; the oldest kept is "
+                    f"{page.oldest_offset}",
+                    missed=page.missed,
+                    resume_after=page.oldest_offset - 1,
+                )
             for event in page.events:
                 yield event
             after = page.next_after

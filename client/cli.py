@@ -32,7 +32,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from client.agents import AgentHandle, Perennial
+from client.agents import AgentHandle, EventsMissed, Perennial
 from client.llm_events import format_llm_event
 from client.logging import configure_logging
 from client.process import exit_process
@@ -169,9 +169,15 @@ async def cmd_events(args: argparse.Namespace, settings: Settings) -> None:
         human = "\n".join(format_event(e) for e in page.events) or "(no events)"
         _emit(args, page, human)
         return
-    async for event in agent.watch(after=args.after):
-        _emit(args, event, format_event(event))
-        sys.stdout.flush()
+    after = args.after
+    while True:
+        try:
+            async for event in agent.watch(after=after):
+                _emit(args, event, format_event(event))
+                sys.stdout.flush()
+        except EventsMissed as err:  # say so, and go on from the oldest event kept
+            print(f"warning: {err}", file=sys.stderr)
+            after = err.resume_after
 
 
 async def cmd_rollback(args: argparse.Namespace, settings: Settings) -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
+import pytest
 from temporalio.worker import Worker
 
 import tests.agents  # noqa: F401  (registers the test agent types before a worker is built)
-from client import AgentHandle, Event, Perennial
+from client import AgentHandle, Event, EventsMissed, Perennial
 from tests.conftest import eventually
 from tests.entity_support import accepted_updates, history, unique
 
@@ -132,3 +134,26 @@ async def test_watch_follows_the_agent_in_order_across_continue_as_new(
     resumed: list[Event] = []
     await asyncio.wait_for(_collect(agent, resumed, after=seen[-6].offset, until="end"), 30)
     assert resumed == seen[-5:]
+
+
+async def test_watch_says_when_events_left_the_log_before_it_read_them(
+    perennial: Perennial, worker: Worker
+) -> None:
+    """A watcher that starts (or falls) behind the bounded log gets `EventsMissed`, not a
+    silent gap, and resumes from the oldest event kept."""
+    agent = perennial.agent("notes", unique())
+    await asyncio.gather(*(agent.send(f"n{i}", id=f"n{i}") for i in range(300)))
+    await agent.ask("last", id="last")  # 301 messages: 602 events; the log keeps 500
+    with pytest.raises(EventsMissed) as err:
+        async for _ in agent.watch(after=0, poll_seconds=5):
+            pass
+    assert err.value.missed == 102 and err.value.resume_after == 102
+    resumed = [e async for e in _until_turn(agent, after=err.value.resume_after, of="last")]
+    assert [e.offset for e in resumed] == list(range(103, 603))
+
+
+async def _until_turn(agent: AgentHandle, *, after: int, of: str) -> AsyncIterator[Event]:
+    async for event in agent.watch(after=after, poll_seconds=5):
+        yield event
+        if event.kind == "turn" and event.message_id == of:
+            return

@@ -73,9 +73,9 @@ class Alarms:
 
     if TYPE_CHECKING:  # provided by AgentWorkflow
         _inbox: deque[Wake]
-        _updates_this_run: int
 
         def _log(self, kind: type[Event], **fields: Any) -> Event: ...  # type: ignore[valid-type]
+        def _count_arrival(self, *, update: bool = False) -> None: ...
         def _rejecting(self, check: Callable[[], object]) -> None: ...
         def _details(self, doing: str) -> None: ...
         async def on_message(self, message: Any) -> str | None: ...
@@ -127,7 +127,7 @@ class Alarms:
 
     @workflow.update(name="schedule")
     def schedule_update(self, raw: Any) -> ScheduleResult:
-        self._updates_this_run += 1
+        self._count_arrival(update=True)
         return self._store(self._plan_schedule(self._parse_schedule(raw)), by_turn=False)
 
     @schedule_update.validator
@@ -136,7 +136,7 @@ class Alarms:
 
     @workflow.update(name="cancel_schedule")
     def cancel_schedule_update(self, raw: Any) -> Schedule:
-        self._updates_this_run += 1
+        self._count_arrival(update=True)
         return self._drop(parse_input(CancelScheduleRequest, raw).id, by_turn=False)
 
     @cancel_schedule_update.validator

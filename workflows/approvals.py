@@ -64,9 +64,9 @@ class Approvals:
 
     if TYPE_CHECKING:  # provided by AgentWorkflow
         _inbox: deque[Wake]
-        _updates_this_run: int
 
         def _log(self, kind: type[Event], **fields: Any) -> Event: ...  # type: ignore[valid-type]
+        def _count_arrival(self, *, update: bool = False) -> None: ...
         def _rejecting(self, check: Callable[[], object]) -> None: ...
         async def on_message(self, message: Any) -> str | None: ...
         async def _run_turn(
@@ -125,7 +125,7 @@ class Approvals:
 
     @workflow.update(name="decide")
     def decide_update(self, raw: Any) -> Decision:
-        self._updates_this_run += 1
+        self._count_arrival(update=True)
         request = parse_input(DecideRequest, raw)
         try:
             self._check_decidable(request.approval_id)

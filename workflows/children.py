@@ -88,9 +88,9 @@ class Children:
         agent_type: str
         agent_name: str
         _inbox: deque[Wake]
-        _signals_this_run: int
 
         def _log(self, kind: type[Event], **fields: Any) -> Event: ...  # type: ignore[valid-type]
+        def _count_arrival(self, *, update: bool = False) -> None: ...
         def _admit(self, message: Message, *, awaited: bool) -> str: ...
         def _parse_message(self, raw: Any) -> Message: ...
         async def on_message(self, message: Any) -> str | None: ...
@@ -188,7 +188,7 @@ class Children:
 
     @workflow.signal(name=CHILD_FINISHED_SIGNAL)
     def child_finished_signal(self, raw: Any) -> None:
-        self._signals_this_run += 1
+        self._count_arrival()
         try:
             report = parse_input(ChildReport, raw)
         except InvalidRequest as err:

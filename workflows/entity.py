@@ -109,6 +109,9 @@ _PATCH_LEAN = "perennial-lean-history-per-wake"
 #: first, so a new run records one patch marker, not two (the SDK adds a
 #: TemporalChangeVersion upsert, a visibility write, for every patch a run records).
 _PATCH_WRITE_BEHIND = "perennial-write-behind-search-attributes"
+#: Continue-as-new waits for a workflow task that brought no new messages (see
+#: `_may_switch_now`). Implies both patches above (checked first, one marker per new run).
+_PATCH_QUIET_SWITCH = "perennial-switch-between-arrivals"
 _PATCH_BOUNDED_TASKS = "perennial-bounded-workflow-tasks"
 
 
@@ -145,6 +148,18 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
     max_history_events: ClassVar[int] = 2_500
     max_signals_per_run: ClassVar[int] = 5_000
     max_updates_per_run: ClassVar[int] = 1_000
+    #: Past those, the switch waits for a workflow task that brought no new message: the
+    #: server refuses a continue-as-new while messages arrive during its task, the worker
+    #: then replays the whole run, and under a flood that replay let >100 signals pile up,
+    #: which made the server fail the next task too, over and over (measured: 6,000 messages
+    #: flooded into one agent at 90-230/s with the switch in mid-flood, ~535/s without).
+    #: Only past these does it switch in the middle of a flood anyway: a run's tasks grow
+    #: slower as it grows (at ~7,000 events a task took long enough for 100 signals to pile
+    #: up under a flood of ~550/s), and the server refuses a run's 10,001st signal.
+    force_switch_signals: ClassVar[int] = 6_000
+    force_switch_updates: ClassVar[int] = 1_800
+    force_switch_history_events: ClassVar[int] = 6_000
+    force_switch_history_bytes: ClassVar[int] = 20 * 1024 * 1024
     #: An idle agent whose run has at least this many events continues-as-new after this long
     #: without work, so a hibernated agent replays a short history when it wakes.
     compact_idle_after: ClassVar[timedelta | None] = timedelta(seconds=30)
@@ -212,6 +227,8 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
         self._draining = False
         self._signals_this_run = 0
         self._updates_this_run = 0
+        self._arrival_task = -1  # history length of the workflow task the last message came in
+        self._quiet_switch = False
         self._write_behind = False
         self._published: dict[str, Any] = {}  # search attributes as last upserted
         self._wanted: dict[str, Any] = {}  # and as they should be
@@ -245,7 +262,7 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
     def message_signal(self, raw: Any) -> None:
         # Typed as Any so a malformed payload is recorded as a rejection in the event log
         # instead of being dropped by the SDK's decoder with only a worker-side warning.
-        self._signals_this_run += 1
+        self._count_arrival()
         try:
             message = self._parse_message(raw)
         except InvalidMessage as err:
@@ -258,7 +275,7 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
 
     @workflow.update(name="ask")
     async def ask(self, raw: Any) -> AskReply:
-        self._updates_this_run += 1
+        self._count_arrival(update=True)
         message_id = self._admit(self._parse_message(raw), awaited=True)
         seen = self._seen.get(message_id)
         if seen is not None:
@@ -273,7 +290,7 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
 
     @workflow.update(name="rollback")
     async def rollback(self, raw: Any) -> RollbackResult:
-        self._updates_this_run += 1
+        self._count_arrival(update=True)
         request = parse_input(RollbackRequest, raw)
         update = workflow.current_update_info()
         request_id = request.id or (update.id if update else str(workflow.uuid4()))
@@ -299,7 +316,7 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
 
     @workflow.update(name="wait_events")
     async def wait_events(self, raw: Any = None) -> EventsPage:
-        self._updates_this_run += 1
+        self._count_arrival(update=True)
         request = parse_input(WaitEventsRequest, raw)
         timeout = request.timeout_seconds or self.wait_events_default_seconds
         try:
@@ -353,7 +370,8 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
         # Fewer search-attribute upserts (one history event each): none per wake, and none
         # at start when there is work queued (the upsert after it says it all). Histories
         # recorded before this change keep replaying through the patch.
-        self._write_behind = workflow.patched(_PATCH_WRITE_BEHIND)
+        self._quiet_switch = workflow.patched(_PATCH_QUIET_SWITCH)
+        self._write_behind = self._quiet_switch or workflow.patched(_PATCH_WRITE_BEHIND)
         self._lean = self._write_behind or workflow.patched(_PATCH_LEAN)
         if self._write_behind:  # continue-as-new carries them: upsert only what changes
             self._published = self._search_attributes_at_start()
@@ -365,8 +383,13 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
                 self._publish(self._idle_status())
                 if not await self._wait_for_work():
                     await self._continue_as_new("idle compaction")
-            if self._continue_as_new_reason():
-                await self._continue_as_new(self._continue_as_new_reason() or "")
+            reason = self._continue_as_new_reason()
+            if reason is not None:
+                if self._may_switch_now():
+                    await self._continue_as_new(reason)
+                elif not self._inbox:  # messages keep coming: switch in a quieter task
+                    await self._next_task("continue-as-new: between messages")
+                    continue
             # No "working" upsert per wake: a turn that finishes within its workflow task
             # would flip the status back before visibility ever saw it, at the cost of one
             # history event. Turns that wait (LLM calls, long backlogs) call mark_working().
@@ -670,15 +693,43 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
         if not workflow.patched(_PATCH_BOUNDED_TASKS):  # histories from before this change
             return
         self.mark_working()
+        await self._next_task("backlog: next batch")
+
+    async def _next_task(self, summary: str) -> None:
+        """Let this workflow task end, and return in the next one: at once if a message
+        arrives, else after a short timer."""
         arrivals = self._signals_this_run + self._updates_this_run
         try:
             await workflow.wait_condition(
                 lambda: self._signals_this_run + self._updates_this_run != arrivals,
                 timeout=0.001,
-                timeout_summary="backlog: next batch",
+                timeout_summary=summary,
             )
         except TimeoutError:
             pass
+
+    def _count_arrival(self, *, update: bool = False) -> None:
+        """Count a signal or update toward the run's limits, noting the task it came in."""
+        if update:
+            self._updates_this_run += 1
+        else:
+            self._signals_this_run += 1
+        self._arrival_task = workflow.info().get_current_history_length()
+
+    def _may_switch_now(self) -> bool:
+        """Continue-as-new now, or wait for a workflow task with no new messages? The server
+        refuses the switch if messages arrive while its task runs; one that came in this
+        task says more may be on the way. Past the `force_switch_*` limits: now."""
+        info = workflow.info()
+        length = info.get_current_history_length()
+        return (
+            not self._quiet_switch
+            or self._arrival_task != length
+            or self._signals_this_run >= self.force_switch_signals
+            or self._updates_this_run >= self.force_switch_updates
+            or length >= self.force_switch_history_events
+            or info.get_current_history_size() >= self.force_switch_history_bytes
+        )
 
     def _is_awaited(self, wake: Wake) -> bool:
         if not isinstance(wake, MessageWake | RollbackWake):  # nobody waits for these turns

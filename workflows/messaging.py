@@ -87,9 +87,9 @@ class Messaging:
 
     if TYPE_CHECKING:  # provided by AgentWorkflow
         _inbox: deque[Wake]
-        _signals_this_run: int
 
         def _log(self, kind: type[Event], **fields: Any) -> Event: ...  # type: ignore[valid-type]
+        def _count_arrival(self, *, update: bool = False) -> None: ...
         def _parse_message(self, raw: Any) -> Message: ...
         async def on_message(self, message: Any) -> str | None: ...
         async def _run_turn(
@@ -207,7 +207,7 @@ class Messaging:
 
     @workflow.signal(name=AGENT_REPLY_SIGNAL)
     def agent_reply_signal(self, raw: Any) -> None:
-        self._signals_this_run += 1
+        self._count_arrival()
         try:
             reply = parse_input(AgentReply, raw)
         except InvalidRequest as err:

@@ -64,12 +64,12 @@ class Observing:
 
     if TYPE_CHECKING:  # provided by AgentWorkflow
         _inbox: deque[Wake]
-        _signals_this_run: int
         _events: EventLog
 
         @property
         def version(self) -> int: ...
         def _log(self, kind: type[Event], **fields: Any) -> Event: ...  # type: ignore[valid-type]
+        def _count_arrival(self, *, update: bool = False) -> None: ...
         async def on_message(self, message: Any) -> str | None: ...
         async def _run_turn(
             self, key: str, label: str, turn: Callable[[], Awaitable[str | None]]
@@ -142,7 +142,7 @@ class Observing:
 
     @workflow.signal(name=SUBSCRIBE_SIGNAL)
     def subscribe_signal(self, raw: Any) -> None:
-        self._signals_this_run += 1
+        self._count_arrival()
         try:
             request = parse_input(SubscribeRequest, raw)
         except InvalidRequest as err:
@@ -161,7 +161,7 @@ class Observing:
 
     @workflow.signal(name=UNSUBSCRIBE_SIGNAL)
     def unsubscribe_signal(self, raw: Any) -> None:
-        self._signals_this_run += 1
+        self._count_arrival()
         try:
             request = parse_input(UnsubscribeRequest, raw)
         except InvalidRequest as err:
@@ -171,7 +171,7 @@ class Observing:
 
     @workflow.signal(name=PEER_CHANGED_SIGNAL)
     def peer_changed_signal(self, raw: Any) -> None:
-        self._signals_this_run += 1
+        self._count_arrival()
         try:
             change = parse_input(PeerChange, raw)
         except InvalidRequest as err:
