@@ -20,6 +20,7 @@ class BudgetNotesAgent(NotesAgent):
     max_versions_bytes = 10_000
     max_carried_inbox_bytes = 2_000
     max_signals_per_run = 60
+    force_switch_signals = 60  # switch even mid-flood, so a backlog is carried
 
     @workflow.run
     async def run(self, start: AgentStart) -> None:

@@ -233,8 +233,6 @@ class Observing:
             )
             if self._subscribers.get(subscriber_id) is not subscriber:
                 return
-            subscriber.reported_version = self.version
-            subscriber.reported_offset = self._events.last_offset
             change = PeerChange(peer_id=me, version=self.version,
                                 last_offset=self._events.last_offset,
                                 changed_at=workflow.now())  # fmt: skip
@@ -247,6 +245,10 @@ class Observing:
                 self._notifiers.pop(subscriber_id, None)
                 self._drop_subscriber(subscriber_id)
                 return
+            # Reported once delivered: a continue-as-new while the signal is on its way
+            # carries the older mark, and the next run reports the change again.
+            subscriber.reported_version = change.version
+            subscriber.reported_offset = change.last_offset
 
     def _carried_observations(self) -> dict[str, Any]:
         return {
