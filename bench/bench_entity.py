@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import temporalio
+from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
 from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
@@ -563,6 +564,12 @@ class Bench:
                     await create_by_ask(warm, names, s.concurrency, timeout=600)
                     result = await flood(side, names, total, concurrency=s.concurrency,
                                          timeout=600, base={name: 1 for name in names})  # fmt: skip
+                    if agents == 1:
+                        failures = await self._task_failures(side.workflow_id(names[0]))
+                        self.report.details.setdefault(f"task_failures_1{key}", []).append(
+                            {"side": side.label, "rate": result.rate, "causes": failures})
+                        print(f"  {side.label} into 1 agent: {result.rate:.0f} msg/s, failed "
+                              f"workflow tasks {failures or 'none'}", flush=True)  # fmt: skip
                     prior = results.get(side.label)
                     results[side.label] = result if prior is None else prior + result
             self.report.details[f"throughput_{agents}{key}"] = {
@@ -700,6 +707,21 @@ class Bench:
             "current_bytes": info.history_size_bytes,
             "total_events": closed + current.history_length,
         }
+
+    async def _task_failures(self, workflow_id: str) -> dict[str, int]:
+        """Failed workflow tasks over all runs of one workflow, by cause: what a collapsed
+        flood figure is made of (FORCE_CLOSE_COMMAND: >100 signals piled up behind a task;
+        UNHANDLED_COMMAND: a continue-as-new raced by new messages)."""
+        causes: dict[str, int] = {}
+        async for run in self.client.list_workflows(f"WorkflowId = '{workflow_id}'"):
+            handle = self.client.get_workflow_handle(workflow_id, run_id=run.run_id)
+            async for event in handle.fetch_history_events():
+                if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
+                    cause = WorkflowTaskFailedCause.Name(
+                        event.workflow_task_failed_event_attributes.cause
+                    ).removeprefix("WORKFLOW_TASK_FAILED_CAUSE_")
+                    causes[cause] = causes.get(cause, 0) + 1
+        return causes
 
     async def phase_rss(self) -> None:
         """Worker RSS with N idle agents, each worker alone in its own process."""
