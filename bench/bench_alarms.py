@@ -39,10 +39,9 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from bench.entry import run_main
 from bench.raw_timer import RAW_TIMER_TYPE, RawTimer
 from client import Perennial, Settings
-from client.logging import configure_logging
-from client.process import exit_process
 from client.server import DevServer, free_port
 from worker import _PASSTHROUGH, build_worker
 
@@ -291,15 +290,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main() -> None:
-    configure_logging(fmt="console", level="WARNING")
-    args = parse_args()
-    try:
-        code = asyncio.run(amain(args))
-    except KeyboardInterrupt:
-        code = 130
-    # Everything is shut down by now; skip interpreter teardown, where the SDK's runtime can
-    # abort (exit 134) and misreport a good run.
-    exit_process(code)
+    run_main(amain, parse_args)
 
 
 if __name__ == "__main__":

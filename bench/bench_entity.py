@@ -39,11 +39,10 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from bench.agents import COMPACTING_NOTES, CompactingNotesAgent
+from bench.entry import run_main
 from bench.raw_entity import RAW_TYPE
 from bench.raw_worker import build_raw_worker
 from client import AgentHandle, Perennial, Settings
-from client.logging import configure_logging
-from client.process import exit_process
 from client.server import DevServer, free_port
 from worker import build_worker
 from workflows.registry import AGENT_TYPES, register
@@ -1001,15 +1000,7 @@ async def amain(args: argparse.Namespace) -> int:
 
 
 def main() -> None:
-    configure_logging(fmt="console", level="WARNING")
-    args = parse_args()
-    try:
-        code = asyncio.run(amain(args))
-    except KeyboardInterrupt:
-        code = 130
-    # Workers, clients and the server are shut down by now; skip interpreter teardown, where
-    # the SDK's runtime can abort (exit 134) and misreport a good run.
-    exit_process(code)
+    run_main(amain, parse_args)
 
 
 if __name__ == "__main__":

@@ -74,9 +74,27 @@ async def worker(perennial: Perennial, settings: Settings) -> AsyncIterator[Work
 @pytest.fixture
 def scripted_llm() -> Iterator[ScriptedLLM]:
     """A local Chat Completions server replaying this test's script (tests/scripted_llm.py).
-    Point a worker at it with `settings.model_copy(update={"openai_base_url": llm.url})`."""
+    Point a worker at it with `with_scripted_llm`."""
     with ScriptedLLM() as llm:
         yield llm
+
+
+#: Worker modules that register the LLM and coordination test agent types.
+COORDINATION_MODULES = ("tests.llm_agents", "tests.coordination_agents")
+
+
+def with_scripted_llm(settings: Settings, llm: ScriptedLLM, *worker_modules: str) -> Settings:
+    """`settings` with the worker's model endpoint at the scripted server, and (if given)
+    the modules a worker process imports to register test agent types."""
+    update: dict[str, object] = {"openai_base_url": llm.url}
+    if worker_modules:
+        update["worker_modules"] = worker_modules
+    return settings.model_copy(update=update)
+
+
+def dashed_name(request: pytest.FixtureRequest) -> str:
+    """An agent name from the test's name."""
+    return request.node.name.replace("_", "-")
 
 
 class WorkerProcess:

@@ -10,7 +10,7 @@ import pytest
 
 import tests.alarm_llm_agents  # noqa: F401  (registers the test agent type)
 from client import AgentHandle, Perennial, Settings, TurnFailed
-from tests.conftest import eventually
+from tests.conftest import eventually, with_scripted_llm
 from tests.entity_support import unique
 from tests.scripted_llm import ScriptedLLM, call, error, text, tool_calls
 from workflows.messages import AlarmEvent, ScheduleCancelledEvent, ScheduledEvent, TurnEvent
@@ -23,7 +23,7 @@ AGENT = "test_alarm_llm"
 @pytest.fixture
 def settings(settings: Settings, scripted_llm: ScriptedLLM) -> Settings:
     """This test's settings, with the worker's model endpoint at the scripted server."""
-    return settings.model_copy(update={"openai_base_url": scripted_llm.url})
+    return with_scripted_llm(settings, scripted_llm)
 
 
 async def _turns(agent: AgentHandle) -> list[TurnEvent]:

@@ -18,7 +18,14 @@ import pytest
 import tests.coordination_agents  # noqa: F401 - registers the test agent types
 from client import Perennial, Settings, TurnFailed
 from client.approvals import decide, pending_approvals, waiting_for_approval
-from tests.conftest import ROOT, WorkerProcess, eventually
+from tests.conftest import (
+    COORDINATION_MODULES,
+    ROOT,
+    WorkerProcess,
+    dashed_name,
+    eventually,
+    with_scripted_llm,
+)
 from tests.scripted_llm import ScriptedLLM, call, error, text, tool_calls
 from workflows.errors import AlreadyDecided, ApprovalNotFound
 from workflows.visibility import AGENT_STATUS
@@ -28,16 +35,10 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 @pytest.fixture
 def settings(settings: Settings, scripted_llm: ScriptedLLM) -> Settings:
-    return settings.model_copy(
-        update={
-            "openai_base_url": scripted_llm.url,
-            "worker_modules": ("tests.llm_agents", "tests.coordination_agents"),
-        }
-    )
+    return with_scripted_llm(settings, scripted_llm, *COORDINATION_MODULES)
 
 
-def _name(request: pytest.FixtureRequest) -> str:
-    return request.node.name.replace("_", "-")
+_name = dashed_name
 
 
 async def _status(perennial: Perennial, workflow_id: str) -> str | None:

@@ -12,7 +12,7 @@ from temporalio.client import WorkflowExecutionStatus
 
 import tests.coordination_agents  # noqa: F401 - registers the test agent types
 from client import Perennial, Settings, TurnFailed
-from tests.conftest import eventually
+from tests.conftest import COORDINATION_MODULES, dashed_name, eventually, with_scripted_llm
 from tests.scripted_llm import ScriptedLLM, call, text, tool_calls
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -20,16 +20,10 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 @pytest.fixture
 def settings(settings: Settings, scripted_llm: ScriptedLLM) -> Settings:
-    return settings.model_copy(
-        update={
-            "openai_base_url": scripted_llm.url,
-            "worker_modules": ("tests.llm_agents", "tests.coordination_agents"),
-        }
-    )
+    return with_scripted_llm(settings, scripted_llm, *COORDINATION_MODULES)
 
 
-def _name(request: pytest.FixtureRequest) -> str:
-    return request.node.name.replace("_", "-")
+_name = dashed_name
 
 
 async def _notes(agent) -> list[str]:  # type: ignore[no-untyped-def]

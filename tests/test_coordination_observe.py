@@ -10,7 +10,7 @@ import pytest
 
 import tests.coordination_agents  # noqa: F401 - registers the test agent types
 from client import Perennial, Settings, TurnFailed
-from tests.conftest import eventually
+from tests.conftest import dashed_name, eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -20,8 +20,7 @@ def settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"worker_modules": ("tests.coordination_agents",)})
 
 
-def _name(request: pytest.FixtureRequest) -> str:
-    return request.node.name.replace("_", "-")
+_name = dashed_name
 
 
 async def _notes(agent) -> list[str]:  # type: ignore[no-untyped-def]

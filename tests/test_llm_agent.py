@@ -15,6 +15,7 @@ import pytest
 from temporalio.client import Client
 
 from client import Perennial, Settings, TurnFailed
+from tests.conftest import with_scripted_llm
 from tests.llm_agents import MODEL
 from tests.scripted_llm import ScriptedLLM, call, error, text, tool_calls, usage
 from workflows.llm import LLMState
@@ -25,9 +26,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 @pytest.fixture
 def settings(settings: Settings, scripted_llm: ScriptedLLM) -> Settings:
     """This test's settings, with the worker's model endpoint at the scripted server."""
-    return settings.model_copy(
-        update={"openai_base_url": scripted_llm.url, "worker_modules": ("tests.llm_agents",)}
-    )
+    return with_scripted_llm(settings, scripted_llm, "tests.llm_agents")
 
 
 def _name(request: pytest.FixtureRequest) -> str:

@@ -8,6 +8,7 @@ from temporalio.worker import Replayer
 
 from client import Perennial, Settings
 from client.assistant_demo import run_assistant_demo
+from tests.conftest import with_scripted_llm
 from tests.histories.record_llm import assistant_scenario
 from tests.scripted_llm import ScriptedLLM, call, text, tool_calls, usage
 from workflows.assistant import INSTRUCTIONS
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 @pytest.fixture
 def settings(settings: Settings, scripted_llm: ScriptedLLM) -> Settings:
-    return settings.model_copy(update={"openai_base_url": scripted_llm.url})
+    return with_scripted_llm(settings, scripted_llm)
 
 
 async def test_the_assistant_remembers_through_the_state_tools(

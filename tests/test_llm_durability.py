@@ -15,7 +15,7 @@ from temporalio.client import Client
 
 import tests.llm_agents  # noqa: F401  (registers the test agent types for the client)
 from client import Perennial, Settings
-from tests.conftest import WorkerProcess
+from tests.conftest import WorkerProcess, with_scripted_llm
 from tests.scripted_llm import ScriptedLLM, call, text, tool_calls
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -23,9 +23,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 @pytest.fixture
 def settings(settings: Settings, scripted_llm: ScriptedLLM) -> Settings:
-    return settings.model_copy(
-        update={"openai_base_url": scripted_llm.url, "worker_modules": ("tests.llm_agents",)}
-    )
+    return with_scripted_llm(settings, scripted_llm, "tests.llm_agents")
 
 
 def _name(request: pytest.FixtureRequest) -> str:
