@@ -56,10 +56,10 @@ class SmallNotesAgent(NotesAgent):
     max_history_events = 150
     max_signals_per_run = 300
     max_updates_per_run = 60
-    # Switch in mid-flood soon after those, so tests see messages meet a switch.
-    force_switch_history_events = 170
-    force_switch_signals = 330
-    force_switch_updates = 70
+    # Switch at those limits even in mid-flood, so tests see messages meet a switch.
+    force_switch_history_events = 150
+    force_switch_signals = 300
+    force_switch_updates = 60
 
     @workflow.run
     async def run(self, start: AgentStart) -> None:
