@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
@@ -286,6 +287,84 @@ async def test_an_alarm_due_during_a_turn_keeps_its_place_in_line(perennial: Per
     ]  # fmt: skip
     [alarm] = await alarm_events(agent)
     assert alarm.due_at == due and alarm.fired_at > due + timedelta(seconds=1)
+
+
+async def test_an_alarm_task_acts_and_publishes_after(perennial: Perennial) -> None:
+    """A crowd of alarms due together is as late as its slowest workflow tasks: the task
+    that applies a one-shot alarm makes no command at all: no visibility write, no timer.
+    What the turn changed reaches the visibility API a few seconds later, through a
+    timer armed while the agent waited; one armed for a cancelled alarm is cancelled."""
+    agent = perennial.agent("notes", unique("crowd"))
+    await agent.schedule("gone", "never rings", after_seconds=600)
+    await agent.cancel_schedule("gone")
+    first = await agent.ask("before the alarms")
+    await agent.schedule("once", "once", after_seconds=1)
+    await eventually(lambda: _at_least(_count(alarm_events(agent)), 1))
+    await agent.schedule("ring", "ring", every_seconds=1)
+    await eventually(lambda: _at_least(_count(alarm_events(agent, "ring")), 3))
+    await agent.cancel_schedule("ring")
+    final = await agent.state()
+    assert final.version > first.version
+    await eventually(lambda: _published(agent, final.version, "idle"))
+
+    events = await history(agent, perennial.client)
+    timers = {
+        e.event_id: json.loads(e.user_metadata.summary.data)
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_TIMER_STARTED
+    }
+    fired = [
+        timers[e.timer_fired_event_attributes.started_event_id]
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_TIMER_FIRED
+    ]
+    assert fired.count("alarm ring: ring") >= 3 and "publish after alarm" in fired
+    cancelled = [
+        timers[e.timer_canceled_event_attributes.started_event_id]
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_TIMER_CANCELED
+    ]
+    assert "publish after alarm" in cancelled  # the one armed for "gone"
+    # (A recurring alarm's task may carry the upsert of the alarm before it, when that
+    # publishing timer fires together with it: only the one-shot task is checked.)
+    [once] = [
+        index
+        for index, e in enumerate(events)
+        if e.event_type == EventType.EVENT_TYPE_TIMER_FIRED
+        and timers[e.timer_fired_event_attributes.started_event_id] == "alarm once: once"
+    ]
+    assert _commands_of_next_task(events, once) == []
+
+
+def _commands_of_next_task(events: list[HistoryEvent], index: int) -> list[HistoryEvent]:
+    """The events the first workflow task completed after `events[index]` recorded."""
+    completed = next(
+        i for i in range(index, len(events))
+        if events[i].event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
+    )  # fmt: skip
+    made = []
+    for event in events[completed + 1 :]:
+        if event.event_type in _NOT_COMMANDS:
+            break
+        made.append(event)
+    return made
+
+
+_NOT_COMMANDS = {
+    EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED,
+    EventType.EVENT_TYPE_TIMER_FIRED,
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED,
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED,
+}
+
+
+async def _count(items: Awaitable[Sized]) -> int:
+    return len(await items)
+
+
+async def _published(agent: AgentHandle, version: int, agent_status: str) -> bool:
+    seen = await agent.describe()
+    return (seen.version, seen.status) == (version, agent_status)
 
 
 # --------------------------------------------------------------------------- the CLI

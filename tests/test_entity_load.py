@@ -95,9 +95,11 @@ async def test_continue_as_new_under_load_loses_nothing(
 
     # Sends were applied exactly once, in the order their signals reached the history.
     runs = await run_histories(perennial.client, agent.id)
-    assert len(runs) >= 3, "the small agent did not continue-as-new under load"
+    assert len(runs) >= 2, "the small agent did not continue-as-new under load"
     # Messages met switches: they landed in a later run, or raced a continue-as-new (the
-    # server refuses the switch, the run goes on and tries again).
+    # server refuses the switch, the run goes on and tries again). How many switches the
+    # waves meet depends on timing: a switch refused again and again can last the whole
+    # flood, so one run may take all of it (seen in CI: 2 runs, with refused switches).
     raced = "WORKFLOW_TASK_FAILED_CAUSE_UNHANDLED_COMMAND" in [
         cause for run in runs for cause in task_failure_causes(run)
     ]

@@ -112,6 +112,11 @@ _PATCH_WRITE_BEHIND = "perennial-write-behind-search-attributes"
 #: Continue-as-new waits for a workflow task that brought no new messages (see
 #: `_may_switch_now`). Implies both patches above (checked first, one marker per new run).
 _PATCH_QUIET_SWITCH = "perennial-switch-between-arrivals"
+#: Search attributes written behind only past `publish_burst` upserts per `publish_interval`
+#: (was: past one), a pending write-behind timer publishes everything meanwhile, and what an
+#: alarm turn changed is always written behind (see `_apply`). Implies the three patches
+#: above (checked first, one marker per new run).
+_PATCH_PUBLISH_BURST = "perennial-publish-bursts-alarms-behind"
 _PATCH_BOUNDED_TASKS = "perennial-bounded-workflow-tasks"
 
 
@@ -181,12 +186,17 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
     max_carried_inbox_bytes: ClassVar[int] = 384 * 1024
     #: Default and longest wait of `wait_events`.
     wait_events_default_seconds: ClassVar[float] = 30.0
-    #: Search attributes are written behind: at most one upsert per interval. A change after
-    #: a quiet interval is upserted at once; changes within the interval after it are
+    #: Search attributes are written behind: at most `publish_burst` upserts per interval.
+    #: Changes within the budget are upserted at once; later ones in the interval are
     #: coalesced into one upsert at its end (one timer). Each upsert is a visibility write
     #: on the server: one per turn made a stream of asks ~15% slower end to end. The state
     #: query is always current; the visibility API lags by at most this much.
     publish_interval: ClassVar[timedelta] = timedelta(seconds=2)
+    #: Two, not one: an agent that changes now and then (a message, an alarm a few seconds
+    #: after it was scheduled) publishes in the task that made the change. With one, such a
+    #: change waited for a timer: a workflow task more per change, and for a crowd of alarms
+    #: due together, that many more tasks competing with the alarms themselves.
+    publish_burst: ClassVar[int] = 2
 
     @workflow.init
     def __init__(self, start: AgentStart) -> None:
@@ -233,7 +243,11 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
         self._published: dict[str, Any] = {}  # search attributes as last upserted
         self._wanted: dict[str, Any] = {}  # and as they should be
         self._active_at: datetime | None = None  # when the published version was committed
-        self._last_upsert: datetime | None = None
+        self._upserts: deque[datetime] = deque()  # times of the latest upserts, newest last
+        self._burst_publish = False
+        self._publish_behind = False  # the next changes are written behind (an alarm turn's)
+        # The timer that publishes after the next alarm, armed before it is due: (due, task).
+        self._prearmed: tuple[datetime, asyncio.Task[None]] | None = None
         self._publisher: asyncio.Task[None] | None = None  # the pending upsert, written behind
         self._task_history_length = 0
         self._wakes_in_task = 0
@@ -370,7 +384,8 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
         # Fewer search-attribute upserts (one history event each): none per wake, and none
         # at start when there is work queued (the upsert after it says it all). Histories
         # recorded before this change keep replaying through the patch.
-        self._quiet_switch = workflow.patched(_PATCH_QUIET_SWITCH)
+        self._burst_publish = workflow.patched(_PATCH_PUBLISH_BURST)
+        self._quiet_switch = self._burst_publish or workflow.patched(_PATCH_QUIET_SWITCH)
         self._write_behind = self._quiet_switch or workflow.patched(_PATCH_WRITE_BEHIND)
         self._lean = self._write_behind or workflow.patched(_PATCH_LEAN)
         if self._write_behind:  # continue-as-new carries them: upsert only what changes
@@ -434,6 +449,7 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
                 published = self._alarm_revision
             wake_at, summary = compact_at, "idle: compact history"
             alarm = self._alarm_timer()
+            self._prearm_publish(alarm[0] if alarm is not None else None)
             if alarm is not None and (wake_at is None or alarm[0] < wake_at):
                 wake_at, summary = alarm
             revision = self._alarm_revision
@@ -480,6 +496,14 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
 
     async def _apply(self, wake: Wake) -> None:
         self._applied_this_run += 1
+        # What an alarm turn changes is published a little later (see `_prearm_publish`):
+        # alarms come in crowds (schedules due on the same second across many agents), and
+        # an upsert is a visibility write the server makes while the rest of the crowd
+        # waits. Measured (bench/bench_alarms.py, 200 alarms due together): upserting in the
+        # alarm's own task made the last alarms ~2x as late as raw timers; without it they
+        # were as late as raw. A turn that waits (mark_working) publishes as usual: by then
+        # the crowd has gone.
+        self._publish_behind = self._burst_publish and isinstance(wake, AlarmWake)
         self._busy = True
         self._idle_since = None  # "idle since" counts from the end of this wake
         try:
@@ -825,6 +849,7 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
     def mark_working(self) -> None:
         """Publish AgentStatus 'working': call it when a turn is about to wait (for an
         activity, a child, a timer), so `AgentStatus='working'` finds agents mid-turn."""
+        self._publish_behind = False
         self._publish(AgentStatus.WORKING)
 
     def _publish(self, status: AgentStatus) -> None:
@@ -859,18 +884,39 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
         changed = {k: v for k, v in self._wanted.items() if self._published.get(k) != v}
         if not changed:
             return
-        if self._write_behind and self._last_upsert is not None:
-            due = self._last_upsert + self.publish_interval
-            if workflow.now() < due:
-                if self._publisher is None:
-                    self._publisher = asyncio.create_task(self._upsert_at(due))
-                return
+        if self._burst_publish and self._publisher is not None:
+            return  # the pending write-behind upsert publishes whatever is wanted by then
+        if self._publish_behind:
+            self._publish_behind = False
+            if self._prearmed is None:  # not armed before the alarm: a timer from here
+                later = self.publish_interval * (0.5 + workflow.random().random())
+                self._publisher = asyncio.create_task(self._upsert_at(workflow.now() + later))
+            return
+        due = self._upsert_allowed_at()
+        if due is not None:
+            if self._publisher is None:
+                self._publisher = asyncio.create_task(self._upsert_at(due))
+            return
         updates = [_KEYS[name].value_set(value) for name, value in changed.items()]
         if AGENT_VERSION.name in changed and self.version != self._run_start_version:
             updates.append(AGENT_LAST_ACTIVE.value_set(self._active_at or workflow.now()))
         workflow.upsert_search_attributes(updates)
         self._published.update(changed)
-        self._last_upsert = workflow.now()
+        self._upserts.append(workflow.now())
+        if len(self._upserts) > self.publish_burst:
+            self._upserts.popleft()
+
+    def _upsert_allowed_at(self) -> datetime | None:
+        """None if an upsert may be made now, else when the next one may be made: once
+        `publish_burst` upserts (one, in runs from before that patch) were made within the
+        last `publish_interval`, at the end of the interval after the oldest of them."""
+        if not self._write_behind or not self._upserts:
+            return None
+        burst = self.publish_burst if self._burst_publish else 1
+        if len(self._upserts) < burst:
+            return None
+        due = self._upserts[-burst] + self.publish_interval
+        return due if workflow.now() < due else None
 
     async def _upsert_at(self, due: datetime) -> None:
         await workflow.sleep(
@@ -879,6 +925,34 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
         )
         self._publisher = None
         self._upsert_changes()
+
+    def _prearm_publish(self, alarm_due: datetime | None) -> None:
+        """Arm, while idle before an alarm, the timer that publishes what the alarm turn
+        will change, due at a random point 1-3 s after the alarm: the alarm's own workflow
+        task then has no command to make but the turn's (a timer started there was a
+        measurable part of what made a crowd of alarms late). A timer armed for an alarm
+        that was moved or cancelled is cancelled; one whose alarm has fired is kept, as it
+        carries that alarm's changes."""
+        if not self._burst_publish:
+            return
+        if self._prearmed is not None:
+            armed_for, task = self._prearmed
+            if armed_for == alarm_due or armed_for <= workflow.now():
+                return
+            task.cancel()
+            self._prearmed = None
+        if alarm_due is not None:
+            at = alarm_due + self.publish_interval * (0.5 + workflow.random().random())
+            self._prearmed = (alarm_due, asyncio.create_task(self._publish_after_alarm(at)))
+
+    async def _publish_after_alarm(self, at: datetime) -> None:
+        await workflow.sleep(
+            max((at - workflow.now()).total_seconds(), 0.001), summary="publish after alarm"
+        )
+        self._prearmed = None
+        self._upsert_changes()
+        alarm = self._alarm_timer()  # a recurring schedule's next alarm
+        self._prearm_publish(alarm[0] if alarm is not None else None)
 
     @staticmethod
     def _search_attributes_at_start() -> dict[str, Any]:
