@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.worker import Worker
 
 import tests.agents  # noqa: F401  (registers the test agent types before a worker is built)
-from client import AgentNotFound, Perennial
+from client import AgentHandle, AgentNotFound, Perennial
 from tests.conftest import eventually
-from tests.entity_support import unique
+from tests.entity_support import history, unique
 
 
 async def test_state_of_an_agent_that_never_existed_is_not_found(perennial: Perennial) -> None:
@@ -158,3 +161,54 @@ async def test_list_agents_finds_the_agent_idle_at_its_version(
     # Filtering by another type excludes it.
     others = await perennial.list_agents(agent_type="test_flaky", limit=1000)
     assert agent.id not in {a.workflow_id for a in others}
+
+
+async def test_search_attributes_are_written_behind(perennial: Perennial, worker: Worker) -> None:
+    """Turns that change only the version are published at most once per
+    `publish_version_interval`; a status change goes out within the short budget and takes
+    the pending version along, replacing the later upsert that waited for it."""
+    agent = perennial.agent("notes", unique())
+    for i in range(6):
+        await agent.ask(f"note {i}")
+    events = await history(agent, perennial.client)
+    upserts = _upserts(events)
+    assert len(upserts) <= 3  # the creation's (and the SDK's patch marker), one more at most
+    assert _pending_timers(events) == ["publish search attributes"]  # the version, later
+
+    await agent.schedule("later", "far away", after_seconds=3600)
+    await eventually(lambda: _described(agent, ("waiting_alarm", 6)))
+    events = await history(agent, perennial.client)
+    last = _upserts(events)[-1]
+    assert (last["AgentStatus"], last["AgentVersion"]) == ("waiting_alarm", 6)
+    assert "publish search attributes" not in _pending_timers(events)
+
+
+async def _described(agent: AgentHandle, wanted: tuple[str, int]) -> bool:
+    seen = await agent.describe()
+    return (seen.status, seen.version) == wanted
+
+
+def _upserts(events: list[HistoryEvent]) -> list[dict[str, object]]:
+    return [
+        {
+            key: json.loads(payload.data)
+            for key, payload in e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields.items()  # noqa: E501
+        }
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
+    ]
+
+
+def _pending_timers(events: list[HistoryEvent]) -> list[str]:
+    """Summaries of the timers started and neither fired nor cancelled."""
+    started = {
+        e.event_id: json.loads(e.user_metadata.summary.data)
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_TIMER_STARTED
+    }
+    for e in events:
+        if e.event_type == EventType.EVENT_TYPE_TIMER_FIRED:
+            started.pop(e.timer_fired_event_attributes.started_event_id, None)
+        elif e.event_type == EventType.EVENT_TYPE_TIMER_CANCELED:
+            started.pop(e.timer_canceled_event_attributes.started_event_id, None)
+    return sorted(started.values())
