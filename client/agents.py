@@ -234,6 +234,26 @@ class AgentHandle:
             )
         return message
 
+    async def _update_with_start(self, update: str, arg: BaseModel, result_type: type[T]) -> T:
+        """Update the agent, creating it if needed (a start operation is single-use: a new
+        one for every call)."""
+        start = WithStartWorkflowOperation(
+            self.agent_type, AgentStart().wire(), **self._start_args()
+        )
+        try:
+            return await self._client.execute_update_with_start_workflow(
+                update, arg, start_workflow_operation=start, result_type=result_type
+            )
+        except BaseException:
+            # When the call fails, the SDK also fails the start operation's own future, which
+            # nobody awaits: asyncio then logs "Future exception was never retrieved" with a
+            # traceback at garbage collection, for every retried call. Collect it here (the
+            # SDK has no public way to look without waiting).
+            outcome = getattr(start, "_workflow_handle", None)
+            if isinstance(outcome, asyncio.Future) and outcome.done() and not outcome.cancelled():
+                outcome.exception()
+            raise
+
     def _start_args(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -282,19 +302,10 @@ class AgentHandle:
         assert message.id is not None
 
         def call() -> Awaitable[AskReply]:
-            # A start operation is single-use: a new one for every attempt.
-            start = WithStartWorkflowOperation(
-                self.agent_type, AgentStart().wire(), **self._start_args()
-            )
-            return self._client.execute_update_with_start_workflow(
-                "ask",
-                message,
-                start_workflow_operation=start,
-                # The update id is left to the SDK (unique per call): duplicate suppression
-                # is the agent's, by message id, so a retried failed turn is applied afresh
-                # rather than answered from the server's per-run update cache.
-                result_type=AskReply,
-            )
+            # The update id is left to the SDK (unique per call): duplicate suppression is
+            # the agent's, by message id, so a retried failed turn is applied afresh rather
+            # than answered from the server's per-run update cache.
+            return self._update_with_start("ask", message, AskReply)
 
         try:
             return await asyncio.wait_for(_retry_not_ready(call, workflow_id=self.id), timeout)
@@ -418,13 +429,8 @@ class AgentHandle:
             timezone=timezone,
             created_by=created_by,
         )
-        start = WithStartWorkflowOperation(
-            self.agent_type, AgentStart().wire(), **self._start_args()
-        )
         try:
-            return await self._client.execute_update_with_start_workflow(
-                "schedule", request, start_workflow_operation=start, result_type=ScheduleResult
-            )
+            return await self._update_with_start("schedule", request, ScheduleResult)
         except (WorkflowUpdateFailedError, RPCError) as err:
             _reraise(err, workflow_id=self.id)
 

@@ -113,10 +113,10 @@ _PATCH_WRITE_BEHIND = "perennial-write-behind-search-attributes"
 #: `_may_switch_now`). Implies both patches above (checked first, one marker per new run).
 _PATCH_QUIET_SWITCH = "perennial-switch-between-arrivals"
 #: Search attributes written behind only past `publish_burst` upserts per `publish_interval`
-#: (was: past one), a pending write-behind timer publishes everything meanwhile, and what an
-#: alarm turn changed is always written behind (see `_apply`). Implies the three patches
+#: (was: past one), a version-only change at most once per `publish_version_interval`, and
+#: what an alarm turn changed published after it (see `_apply`). Implies the three patches
 #: above (checked first, one marker per new run).
-_PATCH_PUBLISH_BURST = "perennial-publish-bursts-alarms-behind"
+_PATCH_PUBLISH_IN_BURSTS = "perennial-publish-in-bursts-alarms-behind"
 _PATCH_BOUNDED_TASKS = "perennial-bounded-workflow-tasks"
 
 
@@ -249,7 +249,7 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
         self._wanted: dict[str, Any] = {}  # and as they should be
         self._active_at: datetime | None = None  # when the published version was committed
         self._upserts: deque[datetime] = deque()  # times of the latest upserts, newest last
-        self._burst_publish = False
+        self._publish_in_bursts = False
         self._publish_behind = False  # the next changes are written behind (an alarm turn's)
         # The timer that publishes after the next alarm, armed before it is due: (due, task).
         self._prearmed: tuple[datetime, asyncio.Task[None]] | None = None
@@ -390,8 +390,8 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
         # Fewer search-attribute upserts (one history event each): none per wake, and none
         # at start when there is work queued (the upsert after it says it all). Histories
         # recorded before this change keep replaying through the patch.
-        self._burst_publish = workflow.patched(_PATCH_PUBLISH_BURST)
-        self._quiet_switch = self._burst_publish or workflow.patched(_PATCH_QUIET_SWITCH)
+        self._publish_in_bursts = workflow.patched(_PATCH_PUBLISH_IN_BURSTS)
+        self._quiet_switch = self._publish_in_bursts or workflow.patched(_PATCH_QUIET_SWITCH)
         self._write_behind = self._quiet_switch or workflow.patched(_PATCH_WRITE_BEHIND)
         self._lean = self._write_behind or workflow.patched(_PATCH_LEAN)
         if self._write_behind:  # continue-as-new carries them: upsert only what changes
@@ -509,7 +509,7 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
         # alarm's own task made the last alarms ~2x as late as raw timers; without it they
         # were as late as raw. A turn that waits (mark_working) publishes as usual: by then
         # the crowd has gone.
-        self._publish_behind = self._burst_publish and isinstance(wake, AlarmWake)
+        self._publish_behind = self._publish_in_bursts and isinstance(wake, AlarmWake)
         self._busy = True
         self._idle_since = None  # "idle since" counts from the end of this wake
         try:
@@ -897,7 +897,7 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
                 self._publish_at(workflow.now() + later)
             return
         due = self._upsert_allowed_at(status_changed=AGENT_STATUS.name in changed)
-        if self._burst_publish and self._publisher is not None:
+        if self._publish_in_bursts and self._publisher is not None:
             # The pending upsert publishes whatever is wanted by then, unless this change
             # may go out sooner (a status change while version-only changes wait).
             if due is not None and self._publisher_due <= due:
@@ -925,10 +925,10 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
         if not self._write_behind or not self._upserts:
             return None
         due: datetime | None = None
-        burst = self.publish_burst if self._burst_publish else 1
+        burst = self.publish_burst if self._publish_in_bursts else 1
         if len(self._upserts) >= burst:
             due = self._upserts[-burst] + self.publish_interval
-        if self._burst_publish and not status_changed:
+        if self._publish_in_bursts and not status_changed:
             version_due = self._upserts[-1] + self.publish_version_interval
             due = version_due if due is None else max(due, version_due)
         return due if due is not None and workflow.now() < due else None
@@ -952,7 +952,7 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
         measurable part of what made a crowd of alarms late). A timer armed for an alarm
         that was moved or cancelled is cancelled; one whose alarm has fired is kept, as it
         carries that alarm's changes."""
-        if not self._burst_publish:
+        if not self._publish_in_bursts:
             return
         if self._prearmed is not None:
             armed_for, task = self._prearmed
