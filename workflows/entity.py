@@ -569,7 +569,7 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
         self._begin_turn_schedules()
         try:
             reply = await turn()
-            state_json = self._dump_state()
+            state_json, state_bytes = self._dump_state()
         except _CODE_ERRORS:
             raise
         except Exception as err:  # a failed turn: restore, record, tell the caller
@@ -590,12 +590,12 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
             )
             return failure
         self._end_turn_schedules(failed=False)
-        committed = self._versions.commit(state_json)
+        committed = self._versions.commit(state_json, size=state_bytes)
         self._log(TurnEvent, message_id=key, version=committed.version, reply=preview(reply))
         return AskReply(id=key, reply=reply, version=committed.version)
 
-    def _dump_state(self) -> str:
-        """The state as JSON text; StateTooLarge past `max_state_bytes`."""
+    def _dump_state(self) -> tuple[str, int]:
+        """The state as JSON text, and its bytes; StateTooLarge past `max_state_bytes`."""
         encoded = self.state.__pydantic_serializer__.to_json(self.state)
         size = len(encoded)
         if size > self.max_state_bytes:
@@ -603,7 +603,7 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
                 f"the state would be {size} bytes as JSON; {self.agent_type} agents keep at "
                 f"most {self.max_state_bytes} (max_state_bytes)"
             )
-        return encoded.decode()
+        return encoded.decode(), size
 
     def _apply_rollback(self, wake: RollbackWake) -> None:
         try:

@@ -21,7 +21,11 @@ def json_size(value: object) -> int:
 
 
 class Versions:
-    """A ring of committed state snapshots; the newest is the current committed state."""
+    """A ring of committed state snapshots; the newest is the current committed state.
+
+    The byte budget counts each snapshot's JSON text as UTF-8 bytes. (It was the size of that
+    text as a JSON string, escapes included: computing that was half the cost of a turn's
+    snapshot under a flood, and what travels in a continue-as-new input is packed anyway.)"""
 
     def __init__(self, *, keep: int, max_bytes: int, snapshots: list[Snapshot]) -> None:
         if keep < 1:
@@ -31,7 +35,7 @@ class Versions:
         self._ring: deque[tuple[Snapshot, int]] = deque()
         self._bytes = 0
         for snapshot in snapshots[-keep:]:
-            self._push(snapshot, json_size(snapshot.state_json))
+            self._push(snapshot, len(snapshot.state_json.encode()))
 
     @property
     def current(self) -> Snapshot:
@@ -41,13 +45,13 @@ class Versions:
     def empty(self) -> bool:
         return not self._ring
 
-    def commit(self, state_json: str) -> Snapshot:
-        """Make `state_json` (a state model's JSON text) the next version."""
+    def commit(self, state_json: str, *, size: int | None = None) -> Snapshot:
+        """Make `state_json` (a state model's JSON text) the next version; `size`: its
+        UTF-8 bytes, if the caller knows them already."""
         version = self._ring[-1][0].version + 1 if self._ring else 0
         # No re-validation: the text comes from a state model or from a kept snapshot.
         snapshot = Snapshot.model_construct(version=version, state_json=state_json)
-        # Its size as it travels: a JSON string inside the continue-as-new input, escaped.
-        self._push(snapshot, json_size(state_json))
+        self._push(snapshot, len(state_json.encode()) if size is None else size)
         return snapshot
 
     def _push(self, snapshot: Snapshot, size: int) -> None:
