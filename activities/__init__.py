@@ -1,7 +1,8 @@
 """All I/O that agents do runs here, as Temporal activities (retried, timed out, visible).
 
-`build_activities(settings)` is what the worker registers: the model call, and one activity
-per activity tool used by a registered agent type.
+`build_activities(settings)` is what the worker registers: the model call, message delivery
+between agents, the backlog's pacing, and one activity per activity tool used by a registered
+agent type.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 from activities.agents import deliver_message
 from activities.llm import ModelActivities
+from activities.pacing import next_task
 from activities.tools import collect_activity_tools, tool_activity
 from client.settings import Settings
 
@@ -28,6 +30,7 @@ def build_activities(
     return [
         ModelActivities(settings).complete,
         deliver_message,
+        next_task,
         *(tool_activity(t, settings) for t in tools),
     ]
 

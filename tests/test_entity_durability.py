@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.service import RPCError, RPCStatusCode
 
 import tests.agents  # noqa: F401  (registers the test agent types before a worker is built)
@@ -24,6 +26,7 @@ from tests.entity_support import (
     unique,
 )
 from worker import build_worker
+from workflows.entity import NEXT_TASK_ACTIVITY
 
 
 async def test_state_survives_a_killed_worker(
@@ -142,6 +145,19 @@ async def test_a_backlog_queued_while_no_worker_ran_is_applied_in_bounded_tasks(
     assert task_failure_causes(events) == []  # no task failed (no deadlock, no retry)
     completed = sum(e.event_type == TASK_COMPLETED for e in events)
     assert completed >= total // SlowAgent.max_wakes_per_task
+    # With nothing else arriving, each next batch was started by the no-op pacing activity
+    # (a short timer fires ~1 s late on the dev server), not by a timer.
+    paced = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+    assert paced and set(paced) == {NEXT_TASK_ACTIVITY}
+    assert "backlog: next batch" not in [
+        json.loads(e.user_metadata.summary.data)
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_TIMER_STARTED
+    ]
 
 
 async def test_an_agent_without_a_worker_is_reported_unreachable(

@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar, Generic, TypeVar, assert_never
 
 from temporalio import workflow
+from temporalio.common import RetryPolicy
 
 from workflows.alarms import Alarms
 from workflows.approvals import Approvals
@@ -117,7 +118,20 @@ _PATCH_QUIET_SWITCH = "perennial-switch-between-arrivals"
 #: what an alarm turn changed published after it (see `_apply`). Implies the three patches
 #: above (checked first, one marker per new run).
 _PATCH_PUBLISH_IN_BURSTS = "perennial-publish-in-bursts-alarms-behind"
+#: `_next_task` with nothing arriving is started by a no-op activity instead of a timer.
+#: Implies all four patches above (checked first, one marker per new run).
+_PATCH_PACED_BY_ACTIVITY = "perennial-backlog-paced-by-activity"
 _PATCH_BOUNDED_TASKS = "perennial-bounded-workflow-tasks"
+
+#: The no-op activity whose completion starts an agent's next workflow task (activities.pacing).
+NEXT_TASK_ACTIVITY = "perennial.next_task"
+
+
+def _ignore_outcome(task: asyncio.Future[Any]) -> None:
+    """Retrieve a pacing activity's outcome (a timeout is harmless), so it is not reported as
+    never retrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 class _Pending:
@@ -250,6 +264,7 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
         self._active_at: datetime | None = None  # when the published version was committed
         self._upserts: deque[datetime] = deque()  # times of the latest upserts, newest last
         self._publish_in_bursts = False
+        self._paced_by_activity = False
         self._publish_behind = False  # the next changes are written behind (an alarm turn's)
         # The timer that publishes after the next alarm, armed before it is due: (due, task).
         self._prearmed: tuple[datetime, asyncio.Task[None]] | None = None
@@ -390,7 +405,10 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
         # Fewer search-attribute upserts (one history event each): none per wake, and none
         # at start when there is work queued (the upsert after it says it all). Histories
         # recorded before this change keep replaying through the patch.
-        self._publish_in_bursts = workflow.patched(_PATCH_PUBLISH_IN_BURSTS)
+        self._paced_by_activity = workflow.patched(_PATCH_PACED_BY_ACTIVITY)
+        self._publish_in_bursts = self._paced_by_activity or workflow.patched(
+            _PATCH_PUBLISH_IN_BURSTS
+        )
         self._quiet_switch = self._publish_in_bursts or workflow.patched(_PATCH_QUIET_SWITCH)
         self._write_behind = self._quiet_switch or workflow.patched(_PATCH_WRITE_BEHIND)
         self._lean = self._write_behind or workflow.patched(_PATCH_LEAN)
@@ -723,12 +741,28 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
         if not workflow.patched(_PATCH_BOUNDED_TASKS):  # histories from before this change
             return
         self.mark_working()
-        await self._next_task("backlog: next batch")
+        await self._next_task("backlog: next batch", paced=True)
 
-    async def _next_task(self, summary: str) -> None:
+    async def _next_task(self, summary: str, *, paced: bool = False) -> None:
         """Let this workflow task end, and return in the next one: at once if a message
-        arrives, else after a short timer."""
+        arrives, else (`paced`: a backlog waits) when a no-op activity completes (~11 ms;
+        activities.pacing says why not a timer), else after a short timer (waiting for a
+        quiet task to switch in: under a flood the next message comes first and the timer
+        is cancelled, cheaper than an activity that would start one more task)."""
         arrivals = self._signals_this_run + self._updates_this_run
+        if paced and self._paced_by_activity:
+            pacer = workflow.start_activity(
+                NEXT_TASK_ACTIVITY,
+                # One try, briefly: a worker without the activity falls back to ~2 s a step.
+                schedule_to_close_timeout=timedelta(seconds=2),
+                retry_policy=RetryPolicy(maximum_attempts=1),
+                summary=summary,
+            )
+            pacer.add_done_callback(_ignore_outcome)
+            await workflow.wait_condition(
+                lambda: pacer.done() or self._signals_this_run + self._updates_this_run != arrivals
+            )
+            return
         try:
             await workflow.wait_condition(
                 lambda: self._signals_this_run + self._updates_this_run != arrivals,

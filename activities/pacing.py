@@ -1,0 +1,20 @@
+"""The activity that paces an agent's backlog: it does nothing, quickly.
+
+An agent applies at most `max_wakes_per_task` queued wakes per workflow task, then lets the
+task end and goes on in the next one. With messages arriving, the next task starts at once.
+With none (a backlog carried over by continue-as-new, or queued while no worker ran),
+something must start it: a short timer fires about a second late on the dev server (measured:
+1,003 ms for a 1 ms timer), so a backlog of 2,000 drained at ~100 wakes/s; this activity's
+completion starts the next task in ~11 ms.
+"""
+
+from __future__ import annotations
+
+from temporalio import activity
+
+from workflows.entity import NEXT_TASK_ACTIVITY
+
+
+@activity.defn(name=NEXT_TASK_ACTIVITY)
+async def next_task() -> None:
+    """Return at once: the completion is the point."""
