@@ -927,7 +927,7 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
         if self._publish_behind:
             self._publish_behind = False
             if self._prearmed is None and self._publisher is None:  # a timer from here
-                later = self.publish_interval * (0.5 + workflow.random().random())
+                later = self.publish_interval * (1 + workflow.random().random())
                 self._publish_at(workflow.now() + later)
             return
         due = self._upsert_allowed_at(status_changed=AGENT_STATUS.name in changed)
@@ -981,7 +981,7 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
 
     def _prearm_publish(self, alarm_due: datetime | None) -> None:
         """Arm, while idle before an alarm, the timer that publishes what the alarm turn
-        will change, due at a random point 1-3 s after the alarm: the alarm's own workflow
+        will change, due at a random point 2-4 s after the alarm: the alarm's own workflow
         task then has no command to make but the turn's (a timer started there was a
         measurable part of what made a crowd of alarms late). A timer armed for an alarm
         that was moved or cancelled is cancelled; one whose alarm has fired is kept, as it
@@ -995,7 +995,7 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
             task.cancel()
             self._prearmed = None
         if alarm_due is not None:
-            at = alarm_due + self.publish_interval * (0.5 + workflow.random().random())
+            at = alarm_due + self.publish_interval * (1 + workflow.random().random())
             self._prearmed = (alarm_due, asyncio.create_task(self._publish_after_alarm(at)))
 
     async def _publish_after_alarm(self, at: datetime) -> None:
