@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from temporalio import workflow
 
+from workflows.clock import seconds_until
 from workflows.errors import (
     AlreadyDecided,
     ApprovalNotFound,
@@ -205,7 +206,7 @@ class Approvals:
 
     async def _approval_deadline(self, approval: PendingApproval) -> None:
         assert approval.deadline is not None
-        delay = max((approval.deadline - workflow.now()).total_seconds(), 0.001)
+        delay = seconds_until(approval.deadline)
         await workflow.sleep(delay, summary=f"approval {approval.approval_id}: deadline")
         if approval.approval_id in self._approvals:
             self._decide(

@@ -32,6 +32,7 @@ from temporalio.common import RetryPolicy
 from workflows.alarms import Alarms
 from workflows.approvals import Approvals
 from workflows.children import Children
+from workflows.clock import seconds_until
 from workflows.dedup import SeenWindow
 from workflows.errors import (
     InvalidMessage,
@@ -488,7 +489,7 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
 
             timeout = None
             if wake_at is not None:
-                timeout = max((wake_at - workflow.now()).total_seconds(), 0.001)
+                timeout = seconds_until(wake_at)
             try:
                 await workflow.wait_condition(
                     woken, timeout=timeout, timeout_summary=summary if timeout else None
@@ -927,8 +928,7 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
         if self._publish_behind:
             self._publish_behind = False
             if self._prearmed is None and self._publisher is None:  # a timer from here
-                later = self.publish_interval * (1 + workflow.random().random())
-                self._publish_at(workflow.now() + later)
+                self._publish_at(workflow.now() + self._after_alarm_delay())
             return
         due = self._upsert_allowed_at(status_changed=AGENT_STATUS.name in changed)
         if self._publish_in_bursts and self._publisher is not None:
@@ -972,10 +972,7 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
         self._publisher_due = due
 
     async def _upsert_at(self, due: datetime) -> None:
-        await workflow.sleep(
-            max((due - workflow.now()).total_seconds(), 0.001),
-            summary="publish search attributes",
-        )
+        await workflow.sleep(seconds_until(due), summary="publish search attributes")
         self._publisher = None
         self._upsert_changes()
 
@@ -995,13 +992,16 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
             task.cancel()
             self._prearmed = None
         if alarm_due is not None:
-            at = alarm_due + self.publish_interval * (1 + workflow.random().random())
+            at = alarm_due + self._after_alarm_delay()
             self._prearmed = (alarm_due, asyncio.create_task(self._publish_after_alarm(at)))
 
+    def _after_alarm_delay(self) -> timedelta:
+        """1-2 publish intervals, at random per agent: a crowd's publishes do not form a
+        second crowd."""
+        return self.publish_interval * (1 + workflow.random().random())
+
     async def _publish_after_alarm(self, at: datetime) -> None:
-        await workflow.sleep(
-            max((at - workflow.now()).total_seconds(), 0.001), summary="publish after alarm"
-        )
+        await workflow.sleep(seconds_until(at), summary="publish after alarm")
         self._prearmed = None
         self._upsert_changes()
         alarm = self._alarm_timer()  # a recurring schedule's next alarm

@@ -37,6 +37,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
+from workflows.clock import seconds_until
 from workflows.errors import (
     AskAgentTimedOut,
     DeliveryFailed,
@@ -281,7 +282,7 @@ class Messaging:
 
     async def _ask_timer(self, ask: PendingAsk) -> None:
         assert ask.deadline is not None
-        delay = max((ask.deadline - workflow.now()).total_seconds(), 0.001)
+        delay = seconds_until(ask.deadline)
         await workflow.sleep(delay, summary=f"ask {ask.target_id}: deadline")
         self._ask_timers.pop(ask.correlation_id, None)
         self._ask_done(
