@@ -37,13 +37,12 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 from temporalio.worker import Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from bench.entry import run_main
 from bench.raw_timer import RAW_TIMER_TYPE, RawTimer
 from client import Perennial, Settings
 from client.server import DevServer, free_port
-from worker import _PASSTHROUGH, build_worker
+from worker import build_worker, workflow_runner
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 ALARM_ID = "bench"
@@ -247,9 +246,7 @@ async def amain(args: argparse.Namespace) -> int:
                 client,
                 task_queue=raw_queue,
                 workflows=[RawTimer],
-                workflow_runner=SandboxedWorkflowRunner(
-                    restrictions=SandboxRestrictions.default.with_passthrough_modules(*_PASSTHROUGH)
-                ),
+                workflow_runner=workflow_runner(),
                 max_cached_workflows=settings.max_cached_workflows,
                 sticky_queue_schedule_to_start_timeout=settings.sticky_timeout,
             )

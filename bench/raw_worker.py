@@ -1,6 +1,6 @@
 """A worker for the baseline workflow only, configured exactly like Perennial's worker (same
-sandbox runner and passthrough modules, same cache and sticky settings), so that the two
-differ only in the workflow code. `python -m bench.raw_worker` runs it from the same
+sandbox runner and passthrough modules, same cache and sticky settings, the same start-up
+heap freeze), so that the two differ only in the workflow code. `python -m bench.raw_worker` runs it from the same
 environment variables as `python worker.py` (TEMPORAL_ADDRESS, PERENNIAL_TASK_QUEUE,
 PERENNIAL_MAX_CACHED_WORKFLOWS, ...) until SIGINT / SIGTERM."""
 
@@ -10,12 +10,11 @@ import asyncio
 
 from temporalio.client import Client
 from temporalio.worker import Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from bench.raw_entity import RawEntity
 from client.connection import connect
 from client.settings import Settings
-from worker import _PASSTHROUGH, stop_on_signals
+from worker import settle_heap, stop_on_signals, workflow_runner
 
 
 def build_raw_worker(client: Client, settings: Settings) -> Worker:
@@ -24,9 +23,7 @@ def build_raw_worker(client: Client, settings: Settings) -> Worker:
         task_queue=settings.task_queue,
         workflows=[RawEntity],
         activities=[],
-        workflow_runner=SandboxedWorkflowRunner(
-            restrictions=SandboxRestrictions.default.with_passthrough_modules(*_PASSTHROUGH)
-        ),
+        workflow_runner=workflow_runner(),
         max_cached_workflows=settings.max_cached_workflows,
         sticky_queue_schedule_to_start_timeout=settings.sticky_timeout,
     )
@@ -35,7 +32,9 @@ def build_raw_worker(client: Client, settings: Settings) -> Worker:
 async def _run(settings: Settings) -> None:
     client = await connect(settings)
     stop = stop_on_signals()
-    async with build_raw_worker(client, settings):
+    worker = build_raw_worker(client, settings)
+    settle_heap()
+    async with worker:
         await stop.wait()
 
 

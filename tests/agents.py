@@ -7,6 +7,8 @@ run: keep it light (temporalio, pydantic and `workflows` only; no I/O at import 
 
 from __future__ import annotations
 
+import datetime
+
 from temporalio import workflow
 
 from workflows.entity import AgentWorkflow
@@ -19,6 +21,8 @@ BOOM = "boom"
 #: This text makes the turn raise on the first attempt of each message id only (a transient
 #: failure: retrying the same message id succeeds).
 FLAKY = "flaky"
+#: This text makes the turn read the wall clock, which the workflow sandbox forbids.
+WALL_CLOCK = "what time is it?"
 
 
 class TransientError(RuntimeError):
@@ -43,6 +47,8 @@ class FlakyAgent(AgentWorkflow[NotesState]):
         self.state.counter += 1
         if message.text.startswith(BOOM):
             raise ValueError(f"cannot digest {message.text!r}")
+        if message.text == WALL_CLOCK:  # non-deterministic: the sandbox raises
+            return f"it is {datetime.datetime.now():%H:%M}"
         if message.text == FLAKY and message.id not in self._attempted:
             self._attempted.add(message.id or "")
             raise TransientError("first attempt fails")
