@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from client.agents import Perennial
+from client.agents import AgentSummary, Perennial
 from client.assistant_demo import run_assistant_demo
 from client.cli import format_event
 from client.settings import Settings
@@ -12,6 +12,21 @@ from client.settings import Settings
 
 def _say(text: str) -> None:
     print(text, flush=True)
+
+
+async def _listed_when_caught_up(
+    perennial: Perennial, versions: dict[str, int], *, timeout: float
+) -> list[AgentSummary]:
+    """The `notes` agents as listed once the visibility API shows each agent in `versions`
+    at that version, or as listed when `timeout` seconds have passed."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        listed = await perennial.list_agents(agent_type="notes")
+        shown = {agent.workflow_id: agent.version for agent in listed}
+        caught_up = all(shown.get(agent_id) == version for agent_id, version in versions.items())
+        if caught_up or asyncio.get_running_loop().time() > deadline:
+            return listed
+        await asyncio.sleep(0.5)
 
 
 async def run_demo(settings: Settings) -> None:
@@ -48,7 +63,9 @@ async def run_demo(settings: Settings) -> None:
     await run_assistant_demo(perennial, settings)
 
     _say("\n== Every agent, from the visibility API (search attributes) ==")
-    for agent in await perennial.list_agents(agent_type="notes"):
+    _say("(written behind: a busy agent's version reaches it within ~10 s; waiting for it)")
+    versions = {a.id: (await a.state_view()).version for a in (alice, bob)}
+    for agent in await _listed_when_caught_up(perennial, versions, timeout=20.0):
         _say(f"  {agent.workflow_id}: {agent.status}, v{agent.version}")
 
     _say(
