@@ -1,8 +1,8 @@
 """A worker for the baseline workflow only, configured exactly like Perennial's worker (same
 sandbox runner and passthrough modules, same cache and sticky settings, the same start-up
-heap freeze), so that the two differ only in the workflow code. `python -m bench.raw_worker` runs it from the same
-environment variables as `python worker.py` (TEMPORAL_ADDRESS, PERENNIAL_TASK_QUEUE,
-PERENNIAL_MAX_CACHED_WORKFLOWS, ...) until SIGINT / SIGTERM."""
+heap freeze), so that the two differ only in the workflow code. `python -m bench.raw_worker`
+runs it from the same environment variables as `python worker.py` (TEMPORAL_ADDRESS,
+PERENNIAL_TASK_QUEUE, PERENNIAL_MAX_CACHED_WORKFLOWS, ...) until SIGINT / SIGTERM."""
 
 from __future__ import annotations
 

@@ -216,7 +216,7 @@ class Alarms:
     def _take_due_alarms(self) -> None:
         """Queue an alarm for every schedule that is due now, each at the place of its due
         time in the inbox (after what arrived before it)."""
-        if not len(self._alarm_book):  # the common case, checked before every wake
+        if not self._alarm_book:  # no schedule, the common case: checked before every wake
             return
         for alarm in self._alarm_book.take_due(workflow.now()):
             schedule = self._alarm_book.get(alarm.schedule_id)
