@@ -146,7 +146,7 @@ def test_versions_carried_across_continue_as_new() -> None:
         old.commit(_text({"counter": counter}))
     new = Versions(keep=3, max_bytes=10_000, snapshots=old.snapshots())
     assert new.kept() == [1, 2, 3]
-    assert new.commit(_text({"counter": 99})).version == 4
+    assert new.commit(_text({"counter": 99})) == 4
     assert Versions(keep=2, max_bytes=10_000, snapshots=old.snapshots()).kept() == [2, 3]
 
 
@@ -204,7 +204,7 @@ def test_snapshots_keep_json_text_and_read_inputs_carried_in_the_parsed_form() -
     assert legacy.state_json == '{"counter":3,"notes":["x"]}'
     assert legacy.state == {"counter": 3, "notes": ["x"]}
     carried = Versions(keep=2, max_bytes=10_000, snapshots=[legacy])
-    assert carried.commit(legacy.state_json).version == 4
+    assert carried.commit(legacy.state_json) == 4
     assert "state_json" in legacy.model_dump()
     with pytest.raises(ValidationError):
         Snapshot.model_validate({"version": 1})

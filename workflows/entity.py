@@ -221,6 +221,9 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
     @workflow.init
     def __init__(self, start: AgentStart) -> None:
         info = workflow.info()
+        # The run's Info, kept: its history-length / continue-as-new methods read the live
+        # values, and `workflow.info()` itself is a runtime lookup (several per message).
+        self._info = info
         self.agent_type = info.workflow_type
         self.agent_name = split_agent_id(info.workflow_id, info.workflow_type)
         self._generation = start.generation
@@ -234,7 +237,7 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
         )
         if self._versions.empty:
             self._versions.commit(self.initial_state().model_dump_json())
-        self.state: StateT = self._restore(self._versions.current.state_json)
+        self.state: StateT = self._restore(self._versions.current_json)
         self._run_start_version = self.version  # AgentLastActive moves once this changes
         self._inbox: deque[Wake] = deque(start.inbox)
         self._pending: dict[str, _Pending] = {
@@ -290,7 +293,7 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
     @property
     def version(self) -> int:
         """The last committed state version."""
-        return self._versions.current.version
+        return self._versions.version
 
     # ------------------------------------------------------------------ wire: signals
 
@@ -449,7 +452,7 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
         first; a schedule added or cancelled meanwhile re-arms it."""
         # What a wake-up after eviction replays: the run's events, and (in lean runs) the
         # wakes applied in it, which a carried inbox can make many in few events.
-        replay_cost = workflow.info().get_current_history_length() + (
+        replay_cost = self._info.get_current_history_length() + (
             self._applied_this_run if self._lean else 0
         )
         compact = (
@@ -592,7 +595,7 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
         except _CODE_ERRORS:
             raise
         except Exception as err:  # a failed turn: restore, record, tell the caller
-            self.state = self._restore(self._versions.current.state_json)
+            self.state = self._restore(self._versions.current_json)
             self._end_turn_schedules(failed=True)
             failure = TurnFailed(
                 f"turn for {label} failed: {type(err).__name__}: {err}",
@@ -609,9 +612,9 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
             )
             return failure
         self._end_turn_schedules(failed=False)
-        committed = self._versions.commit(state_json, size=state_bytes)
-        self._log(TurnEvent, message_id=key, version=committed.version, reply=preview(reply))
-        return AskReply(id=key, reply=reply, version=committed.version)
+        version = self._versions.commit(state_json, size=state_bytes)
+        self._log(TurnEvent, message_id=key, version=version, reply=preview(reply))
+        return AskReply(id=key, reply=reply, version=version)
 
     def _dump_state(self) -> tuple[str, int]:
         """The state as JSON text, and its bytes; StateTooLarge past `max_state_bytes`."""
@@ -631,21 +634,16 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
             self._settle(wake.request_id, err)
             return
         self.state = self._restore(target.state_json)
-        committed = self._versions.commit(target.state_json)
-        self._log(
-            RolledBackEvent,
-            to_version=target.version,
-            version=committed.version,
-        )
+        version = self._versions.commit(target.state_json)
+        self._log(RolledBackEvent, to_version=target.version, version=version)
         self._settle(
-            wake.request_id,
-            RollbackResult(restored_version=target.version, version=committed.version),
+            wake.request_id, RollbackResult(restored_version=target.version, version=version)
         )
 
     # ------------------------------------------------------------------ continue-as-new
 
     def _continue_as_new_reason(self) -> str | None:
-        info = workflow.info()
+        info = self._info
         if info.is_continue_as_new_suggested():
             return "suggested by the server"
         if info.get_current_history_length() >= self.max_history_events:
@@ -733,7 +731,7 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
         The next task starts as soon as anything arrives (under a flood: at once). With
         nothing arriving, a short timer starts it; a plain timer alone is no good, as sub-second
         timers fire only ~1 s late on the dev server and the loop would idle under a flood."""
-        length = workflow.info().get_current_history_length()
+        length = self._info.get_current_history_length()
         if length != self._task_history_length:
             self._task_history_length, self._wakes_in_task = length, 0
         self._wakes_in_task += 1
@@ -779,13 +777,13 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
             self._updates_this_run += 1
         else:
             self._signals_this_run += 1
-        self._arrival_task = workflow.info().get_current_history_length()
+        self._arrival_task = self._info.get_current_history_length()
 
     def _may_switch_now(self) -> bool:
         """Continue-as-new now, or wait for a workflow task with no new messages? The server
         refuses the switch if messages arrive while its task runs; one that came in this
         task says more may be on the way. Past the `force_switch_*` limits: now."""
-        info = workflow.info()
+        info = self._info
         length = info.get_current_history_length()
         return (
             not self._quiet_switch
@@ -836,11 +834,11 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
         if message_id in self._seen or message_id in self._pending:
             return message_id
         self._pending[message_id] = _Pending()
-        self._inbox.append(
-            MessageWake(message=message, awaited=awaited, received_at=workflow.now())
-        )
+        now = workflow.now()
+        self._inbox.append(MessageWake(message=message, awaited=awaited, received_at=now))
         self._log(
             ReceivedEvent,
+            at=now,
             message_id=message_id,
             sender=message.sender,
             text=preview(message.text) or "",
@@ -874,8 +872,11 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
     def _restore(self, state_json: str) -> StateT:
         return self.state_model.model_validate_json(state_json)  # type: ignore[return-value]
 
-    def _log(self, kind: type[Event], **fields: Any) -> Event:  # type: ignore[valid-type]
-        event = kind(offset=self._events.next_offset, at=workflow.now(), **fields)
+    def _log(  # type: ignore[valid-type]
+        self, kind: type[Event], *, at: datetime | None = None, **fields: Any
+    ) -> Event:
+        """Append an event stamped `at` (default: now)."""
+        event = kind(offset=self._events.next_offset, at=at or workflow.now(), **fields)
         return self._events.append(event)
 
     def _details(self, doing: str) -> None:

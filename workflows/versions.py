@@ -8,6 +8,7 @@ whatever its size; older ones are dropped first. Snapshots are JSON text (see `S
 from __future__ import annotations
 
 from collections import deque
+from typing import NamedTuple
 
 from pydantic_core import to_json
 
@@ -18,6 +19,16 @@ from workflows.messages import Snapshot
 def json_size(value: object) -> int:
     """Bytes of `value` as JSON (what it costs in a Temporal payload)."""
     return len(to_json(value))
+
+
+class _Kept(NamedTuple):
+    version: int
+    state_json: str
+    size: int  # UTF-8 bytes of state_json
+
+    def snapshot(self) -> Snapshot:
+        # No re-validation: the text comes from a state model or from a kept snapshot.
+        return Snapshot.model_construct(version=self.version, state_json=self.state_json)
 
 
 class Versions:
@@ -32,44 +43,57 @@ class Versions:
             raise ValueError("at least one version must be kept")
         self._keep = keep
         self._max_bytes = max_bytes
-        self._ring: deque[tuple[Snapshot, int]] = deque()
+        # Plain records, not Snapshot models: a commit per turn, and building a model (even
+        # unvalidated) cost a few percent of a flooded agent's worker time. Snapshots are
+        # built only when read (rollback, the state query, continue-as-new).
+        self._ring: deque[_Kept] = deque()
         self._bytes = 0
         for snapshot in snapshots[-keep:]:
-            self._push(snapshot, len(snapshot.state_json.encode()))
+            self._push(
+                _Kept(snapshot.version, snapshot.state_json, len(snapshot.state_json.encode()))
+            )
 
     @property
     def current(self) -> Snapshot:
-        return self._ring[-1][0]
+        return self._ring[-1].snapshot()
+
+    @property
+    def version(self) -> int:
+        """The current (last committed) version."""
+        return self._ring[-1].version
+
+    @property
+    def current_json(self) -> str:
+        """The current state as JSON text."""
+        return self._ring[-1].state_json
 
     @property
     def empty(self) -> bool:
         return not self._ring
 
-    def commit(self, state_json: str, *, size: int | None = None) -> Snapshot:
-        """Make `state_json` (a state model's JSON text) the next version; `size`: its
-        UTF-8 bytes, if the caller knows them already."""
-        version = self._ring[-1][0].version + 1 if self._ring else 0
-        # No re-validation: the text comes from a state model or from a kept snapshot.
-        snapshot = Snapshot.model_construct(version=version, state_json=state_json)
-        self._push(snapshot, len(state_json.encode()) if size is None else size)
-        return snapshot
+    def commit(self, state_json: str, *, size: int | None = None) -> int:
+        """Make `state_json` (a state model's JSON text) the next version, and return its
+        number; `size`: its UTF-8 bytes, if the caller knows them already."""
+        version = self._ring[-1].version + 1 if self._ring else 0
+        self._push(_Kept(version, state_json, len(state_json.encode()) if size is None else size))
+        return version
 
-    def _push(self, snapshot: Snapshot, size: int) -> None:
-        self._ring.append((snapshot, size))
-        self._bytes += size
+    def _push(self, kept: _Kept) -> None:
+        self._ring.append(kept)
+        self._bytes += kept.size
         while len(self._ring) > 1 and (
             len(self._ring) > self._keep or self._bytes > self._max_bytes
         ):
-            self._bytes -= self._ring.popleft()[1]
+            self._bytes -= self._ring.popleft().size
 
     def kept(self) -> list[int]:
-        return [s.version for s, _ in self._ring]
+        return [kept.version for kept in self._ring]
 
     def get(self, version: int) -> Snapshot:
-        for snapshot, _ in self._ring:
-            if snapshot.version == version:
-                return snapshot
+        for kept in self._ring:
+            if kept.version == version:
+                return kept.snapshot()
         raise VersionNotKept(f"version {version} is not kept (kept versions: {self.kept()})")
 
     def snapshots(self) -> list[Snapshot]:
-        return [s for s, _ in self._ring]
+        return [kept.snapshot() for kept in self._ring]
