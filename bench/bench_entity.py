@@ -274,7 +274,8 @@ class Side(Protocol):
 
 
 class PerennialSide:
-    """Through Perennial's own client: `send` is signal-with-start, `ask` update-with-start."""
+    """Through Perennial's own client, one handle per agent: a handle's first `send` / `ask`
+    is signal-with-start / update-with-start, later ones plain signals and updates."""
 
     def __init__(self, perennial: Perennial, settings: Settings, agent_type: str = "notes"):
         self.label = "perennial"
