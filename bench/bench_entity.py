@@ -34,17 +34,18 @@ from typing import Any, Protocol
 
 import temporalio
 from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
-from temporalio.client import Client, WithStartWorkflowOperation
+from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHistory
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
+from temporalio.worker import Replayer
 
 from bench.agents import COMPACTING_NOTES, CompactingNotesAgent
 from bench.entry import run_main
-from bench.raw_entity import RAW_TYPE
+from bench.raw_entity import RAW_TYPE, RawEntity
 from bench.raw_worker import build_raw_worker
 from client import AgentHandle, Perennial, Settings
 from client.server import DevServer, free_port
-from worker import build_worker
+from worker import build_worker, workflow_runner
 from workflows.registry import AGENT_TYPES, register
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,6 +80,8 @@ class Scale:
     concurrency: int = 32
     #: Throughput measurements per side (new agents each time, order alternating).
     rounds: int = 2
+    #: Timed replays per side of the recorded flood (the fastest counts).
+    replays: int = 5
 
 
 QUICK = Scale(
@@ -91,6 +94,7 @@ QUICK = Scale(
     wake_rounds=2,
     rss_agents=[200, 1_000],
     rounds=1,
+    replays=2,
 )
 
 
@@ -456,6 +460,34 @@ async def create_by_ask(side: Side, names: list[str], concurrency: int, *,
     return time.perf_counter() - started, retry.count
 
 
+async def run_histories(client: Client, workflow_id: str) -> list[WorkflowHistory]:
+    """Every run of a workflow, oldest first: from the latest run back along the
+    continue-as-new links (the visibility API may not list the newest run yet)."""
+    histories: list[WorkflowHistory] = []
+    run_id: str | None = None
+    while True:
+        history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+        histories.append(history)
+        started = history.events[0].workflow_execution_started_event_attributes
+        run_id = started.continued_execution_run_id or None
+        if run_id is None:
+            return histories[::-1]
+
+
+async def replay_seconds(replayer: Replayer, histories: list[WorkflowHistory]) -> float:
+    """CPU seconds of this process to replay `histories` (raises if a replay fails)."""
+    started = time.process_time()
+    for history in histories:
+        await replayer.replay_workflow(history)
+    return time.process_time() - started
+
+
+def signals_in(histories: list[WorkflowHistory]) -> int:
+    signaled = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+    return sum(1 for history in histories for event in history.events
+               if event.event_type == signaled)  # fmt: skip
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace, scale: Scale) -> None:
         self.args = args
@@ -585,6 +617,52 @@ class Bench:
                                 ps["cpu_local_ms_per_msg"], rs["cpu_local_ms_per_msg"], "ms"))  # fmt: skip
             self.report.add(Row("throughput", f"CPU per message into {where}, server",
                                 ps["cpu_server_ms_per_msg"], rs["cpu_server_ms_per_msg"], "ms"))  # fmt: skip
+
+    async def phase_replay(self) -> None:
+        """Worker CPU per message of the workflow code alone. One flood into one agent per
+        side is recorded; its history (every run of it) is then replayed in this process,
+        where nothing else runs meanwhile: no server, no client, no other worker sharing the
+        cores. The fastest of `replays` replays per side counts (sides alternating). Replay
+        runs the same code as the live worker (signal handlers and turns), so this is the
+        worker's cost per message without the machine's noise."""
+        s = self.scale
+        sp, sr = self.queue("replay-p"), self.queue("replay-r")
+        creator = RawSide(self.client, sr.task_queue, with_start=True)
+        sides: list[Side] = [
+            PerennialSide(self.perennial, sp),
+            RawSide(self.client, sr.task_queue, with_start=False),
+        ]
+        histories: dict[str, list[WorkflowHistory]] = {}
+        async with build_worker(self.client, sp), build_raw_worker(self.client, sr):
+            for side in sides:
+                name = unique("replay")
+                warm = creator if side.label == "raw-plain" else side
+                await create_by_ask(warm, [name], 1, timeout=600)
+                await flood(side, [name], s.messages_one, concurrency=s.concurrency,
+                            timeout=600, base={name: 1})  # fmt: skip
+                histories[side.label] = await run_histories(self.client, side.workflow_id(name))
+        converter = self.client.data_converter
+        replayers = {
+            "perennial": Replayer(workflows=list(AGENT_TYPES.values()),
+                                  workflow_runner=workflow_runner(), data_converter=converter),
+            "raw-plain": Replayer(workflows=[RawEntity], workflow_runner=workflow_runner(),
+                                  data_converter=converter),
+        }  # fmt: skip
+        for label, replayer in replayers.items():  # once untimed: imports, first sandbox
+            await replay_seconds(replayer, histories[label])
+        best = {label: float("inf") for label in replayers}
+        for _ in range(s.replays):
+            for label, replayer in replayers.items():
+                best[label] = min(best[label], await replay_seconds(replayer, histories[label]))
+        per_msg = {label: best[label] * 1000 / signals_in(histories[label]) for label in best}
+        self.report.details["replay"] = {
+            label: {"cpu_ms_per_msg": per_msg[label], "signals": signals_in(histories[label]),
+                    "runs": len(histories[label]), "replays": s.replays}
+            for label in best
+        }  # fmt: skip
+        self.report.add(Row("replay", f"worker CPU per message, replaying a {s.messages_one:,}"
+                            "-message flood into 1 agent", per_msg["perennial"],
+                            per_msg["raw-plain"], "ms"))  # fmt: skip
 
     async def phase_create(self) -> None:
         """New ids: signal-with-start (until every state shows its message) and
@@ -811,6 +889,7 @@ class Bench:
         "ask": ("phase_ask", 600),
         "throughput": ("phase_throughput", 1_200),
         "throughput_inline": ("phase_throughput_inline", 1_200),
+        "replay": ("phase_replay", 600),
         "create": ("phase_create", 1_200),
         "wake": ("phase_wake", 1_800),
         "rss": ("phase_rss", 3_600),
@@ -901,6 +980,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--long-messages", type=int, help="lifetime messages before the wake test")
     parser.add_argument("--rss-agents", help="idle agent counts for RSS, e.g. 1000,10000")
     parser.add_argument("--concurrency", type=int, help="calls in flight while flooding")
+    parser.add_argument("--replays", type=int, help="timed replays per side (phase replay)")
     parser.add_argument("--out", type=Path, help="JSON results file (default: bench/results/)")
     return parser.parse_args(argv)
 
@@ -919,6 +999,8 @@ def scale_from(args: argparse.Namespace) -> Scale:
         scale.rss_agents = sorted(int(n) for n in args.rss_agents.split(",") if n.strip())
     if args.concurrency:
         scale.concurrency = args.concurrency
+    if args.replays:
+        scale.replays = args.replays
     return scale
 
 
