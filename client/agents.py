@@ -224,17 +224,7 @@ class AgentHandle:
         message_id = str(uuid.uuid4()) if id is None else id
         raw = {"text": text, "sender": sender, "id": message_id, "data": data}
         message = parse_input(Message, raw, error=InvalidMessage)
-        if len(message.text) > self._agent.max_text_chars:
-            raise InvalidMessage(
-                f"text has {len(message.text)} characters; {self.agent_type} agents accept at "
-                f"most {self._agent.max_text_chars}"
-            )
-        size = len(message.model_dump_json())
-        if size > self._agent.max_message_bytes:
-            raise InvalidMessage(
-                f"message is {size} bytes as JSON; at most {self._agent.max_message_bytes}"
-            )
-        return message
+        return self._agent.check_message(message, agent_type=self.agent_type)
 
     async def _update_with_start(self, update: str, arg: BaseModel, result_type: type[T]) -> T:
         """Update the agent, creating it if needed (a start operation is single-use: a new

@@ -11,7 +11,7 @@ import tests.budget_agents  # noqa: F401 - registers test_notes_budget
 from client import Perennial, TurnFailed, VersionNotKept
 from tests.conftest import eventually
 from workflows.dedup import SeenWindow
-from workflows.messages import SeenMessage, Snapshot
+from workflows.messages import Snapshot
 from workflows.versions import Versions
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -81,6 +81,6 @@ def test_versions_keep_the_current_one_whatever_its_size() -> None:
 def test_seen_window_forgets_oldest_replies_past_its_byte_budget() -> None:
     window = SeenWindow(capacity=100, max_bytes=300, seen=[])
     for i in range(10):
-        window.remember(SeenMessage(id=f"id{i}", reply="r" * 50, version=i))
+        window.remember(f"id{i}", "r" * 50, i)
     assert "id9" in window and "id0" not in window
     assert len(window.entries()) == 4  # each entry costs 3 + 50 + 16 bytes

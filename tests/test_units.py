@@ -33,6 +33,7 @@ from workflows.messages import (
     Snapshot,
     preview,
 )
+from workflows.notes import NotesAgent
 from workflows.packing import pack_carried, unpack_carried
 from workflows.versions import Versions, json_size
 
@@ -217,18 +218,22 @@ def _seen(message_id: str, version: int = 1) -> SeenMessage:
     return SeenMessage(id=message_id, reply=f"reply {message_id}", version=version)
 
 
+def _fields(entry: SeenMessage) -> tuple[str, str | None, int]:
+    return entry.id, entry.reply, entry.version
+
+
 def test_seen_window_remembers_replies_and_forgets_the_oldest() -> None:
     window = SeenWindow(capacity=3, max_bytes=10_000, seen=[])
     for i in range(3):
-        window.remember(_seen(f"m{i}", i))
+        window.remember(*_fields(_seen(f"m{i}", i)))
     assert "m0" in window
     assert window.get("m1") == _seen("m1", 1)
-    window.remember(_seen("m3", 3))
+    window.remember(*_fields(_seen("m3", 3)))
     assert "m0" not in window and window.get("m0") is None
     assert [e.id for e in window.entries()] == ["m1", "m2", "m3"]
     # Remembering an id again refreshes it: it becomes the newest.
-    window.remember(_seen("m1", 1))
-    window.remember(_seen("m4", 4))
+    window.remember(*_fields(_seen("m1", 1)))
+    window.remember(*_fields(_seen("m4", 4)))
     assert [e.id for e in window.entries()] == ["m3", "m1", "m4"]
     with pytest.raises(ValueError):
         SeenWindow(capacity=0, max_bytes=10_000, seen=[])
@@ -237,7 +242,7 @@ def test_seen_window_remembers_replies_and_forgets_the_oldest() -> None:
 def test_seen_window_carried_across_continue_as_new() -> None:
     old = SeenWindow(capacity=4, max_bytes=10_000, seen=[])
     for i in range(4):
-        old.remember(_seen(f"m{i}"))
+        old.remember(*_fields(_seen(f"m{i}")))
     new = SeenWindow(capacity=4, max_bytes=10_000, seen=old.entries())
     assert all(f"m{i}" in new for i in range(4))
     smaller = SeenWindow(capacity=2, max_bytes=10_000, seen=old.entries())
@@ -247,10 +252,10 @@ def test_seen_window_carried_across_continue_as_new() -> None:
 def test_seen_window_is_bounded_by_bytes_too() -> None:
     window = SeenWindow(capacity=100, max_bytes=60, seen=[])  # each entry below is 26 bytes
     for i in range(5):
-        window.remember(_seen(f"m{i}"))
+        window.remember(*_fields(_seen(f"m{i}")))
     assert [e.id for e in window.entries()] == ["m3", "m4"]
     huge = SeenMessage(id="big", reply="r" * 500, version=9)
-    window.remember(huge)  # over the budget alone: kept, alone (the newest is never lost)
+    window.remember(*_fields(huge))  # over the budget alone: kept, alone (never lost)
     assert window.entries() == [huge]
 
 
@@ -288,6 +293,36 @@ def test_good_message_and_defaults() -> None:
     assert parse_input(EventsQuery, None) == EventsQuery(after=0, limit=None)
     with pytest.raises(InvalidRequest):
         parse_input(EventsQuery, {"after": -1})
+
+
+class _TinyNotes(NotesAgent):
+    max_message_bytes = 200
+    max_text_chars = 120
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        Message(text="a" * 10, id="m1"),  # measured by its length alone
+        Message(text="a" * 120, sender="s" * 30, id="m2"),  # 170 ASCII bytes and the keys
+        Message(text="a" * 100, id="m3"),
+        Message(text="\x01" * 20, id="m4"),  # each character is a 6-byte escape
+        Message(text="\x01" * 30, id="m5"),
+        Message(text="\U0001f600" * 30, id="m6"),  # 4 UTF-8 bytes each
+        Message(text="hi", id="m7", data={"k": "v" * 100}),
+        Message(text="hi", id="m8", data={"k": "v" * 200}),
+    ],
+)
+def test_an_agent_types_message_limits_count_json_bytes(message: Message) -> None:
+    """The check is exact in bytes of JSON whether it measures the message or bounds it by
+    its lengths (6 bytes per character at most)."""
+    size = len(message.model_dump_json().encode())
+    if len(message.text) > _TinyNotes.max_text_chars or size > _TinyNotes.max_message_bytes:
+        with pytest.raises(InvalidMessage) as err:
+            _TinyNotes.check_message(message, agent_type="notes")
+        assert "notes agents accept at most" in str(err.value)
+    else:
+        assert _TinyNotes.check_message(message, agent_type="notes") is message
 
 
 def test_preview_shortens_long_texts_only() -> None:

@@ -64,7 +64,6 @@ from workflows.messages import (
     RollbackResult,
     RollbackWake,
     RolledBackEvent,
-    SeenMessage,
     StateView,
     TurnEvent,
     TurnFailedEvent,
@@ -99,6 +98,9 @@ _CODE_ERRORS = (workflow.NondeterminismError, workflow.ReadOnlyContextError)
 _KEYS: dict[str, Any] = {
     key.name: key for key in (AGENT_TYPE, AGENT_NAME, AGENT_STATUS, AGENT_VERSION)
 }
+
+#: JSON bytes of a message besides the contents of its strings (see `check_message`).
+_MESSAGE_KEYS_BYTES = len(Message.model_construct(text="").model_dump_json())
 
 
 #: Patch ids (workflow.patched): each marks a change in the commands agents emit, so that
@@ -568,9 +570,7 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
             message.id, f"message {message.id!r}", lambda: self.on_message(message)
         )
         if isinstance(outcome, AskReply):
-            self._seen.remember(
-                SeenMessage(id=message.id, reply=outcome.reply, version=outcome.version)
-            )
+            self._seen.remember(message.id, outcome.reply, outcome.version)
         self._settle(message.id, outcome)
         self._note_task_outcome(message.id, outcome)
         await self._answer_asker(message, outcome)
@@ -805,15 +805,29 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
 
     def _parse_message(self, raw: Any) -> Message:
         message = parse_input(Message, raw, error=InvalidMessage)
-        if len(message.text) > self.max_text_chars:
+        return self.check_message(message, agent_type=self.agent_type)
+
+    @classmethod
+    def check_message(cls, message: Message, *, agent_type: str) -> Message:
+        """The agent type's limits on one message (`max_text_chars`, `max_message_bytes` of
+        JSON), checked by the client before sending and by the agent on arrival."""
+        if len(message.text) > cls.max_text_chars:
             raise InvalidMessage(
-                f"text has {len(message.text)} characters; this agent type accepts at most "
-                f"{self.max_text_chars}"
+                f"text has {len(message.text)} characters; {agent_type} agents accept at "
+                f"most {cls.max_text_chars}"
             )
-        size = len(message.model_dump_json())
-        if size > self.max_message_bytes:
+        # Serialising it only to measure it was a visible share of a flooded agent's work:
+        # a message without `data` or `reply_to` is at most 6 bytes of JSON per character
+        # (a \u00XX escape; UTF-8 is at most 4) plus its keys.
+        strings = len(message.text) + len(message.sender or "") + len(message.id or "")
+        if message.data is None and message.reply_to is None:
+            if 6 * strings + _MESSAGE_KEYS_BYTES <= cls.max_message_bytes:
+                return message
+        size = len(message.__pydantic_serializer__.to_json(message))
+        if size > cls.max_message_bytes:
             raise InvalidMessage(
-                f"message is {size} bytes as JSON; at most {self.max_message_bytes} accepted"
+                f"message is {size} bytes as JSON; {agent_type} agents accept at most "
+                f"{cls.max_message_bytes}"
             )
         return message
 
