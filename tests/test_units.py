@@ -111,6 +111,25 @@ def test_event_log_pages_cover_everything_once() -> None:
     assert seen == list(range(1, 11))
 
 
+def test_recorded_events_are_built_when_read_and_read_like_appended_ones() -> None:
+    log = EventLog(capacity=3, events=[], next_offset=1)
+    for offset in range(1, 5):  # the first scrolls out unread: it is never built
+        assert log.record(ReceivedEvent, at=AT, message_id=f"m{offset}", text=f"t{offset}") == (
+            offset
+        )
+    assert log.oldest_offset == 2 and log.last_offset == 4
+    page = log.page(after=2, limit=1)
+    assert page.events == [_event(3)] and page.missed == 0
+    assert log.tail() == [_event(2), _event(3), _event(4)]
+    assert log.page(after=0, limit=None).events == log.tail()  # built once, kept built
+    log.append(_event(5))
+    assert [e.offset for e in log.tail()] == [3, 4, 5]
+    # Fields are validated when the event is built: a wrong one fails its first reader.
+    log.record(ReceivedEvent, at=AT, message_id=None, text="t6")
+    with pytest.raises(ValidationError):
+        log.tail()
+
+
 def test_event_log_carried_across_continue_as_new_keeps_counting() -> None:
     old = _log(7, capacity=4)
     new = EventLog(capacity=4, events=old.tail(), next_offset=old.next_offset)

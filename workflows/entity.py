@@ -888,10 +888,9 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
 
     def _log(  # type: ignore[valid-type]
         self, kind: type[Event], *, at: datetime | None = None, **fields: Any
-    ) -> Event:
-        """Append an event stamped `at` (default: now)."""
-        event = kind(offset=self._events.next_offset, at=at or workflow.now(), **fields)
-        return self._events.append(event)
+    ) -> int:
+        """Record an event stamped `at` (default: now); returns its offset."""
+        return self._events.record(kind, at=at or workflow.now(), **fields)
 
     def _details(self, doing: str) -> None:
         alarm = self._alarm_details()

@@ -3,12 +3,16 @@
 Offsets start at 1 and only ever increase, so an observer that remembers the last offset it
 saw can resume from any run of the agent. Only the newest `capacity` events are kept; a reader
 that falls further behind is told how many it missed.
+
+The agent records events as their fields and each is built (validated into its model) when it
+is first read: under a flood two events a message scroll out of a 500-event log unread, and
+building them was ~4% of the worker's instructions per message.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from workflows.messages import EventsPage
 
@@ -16,11 +20,22 @@ if TYPE_CHECKING:
     from workflows.messages import Event
 
 
+class _Unbuilt(NamedTuple):
+    """An event recorded but not yet read: its model and fields."""
+
+    kind: type[Event]  # type: ignore[valid-type]
+    offset: int
+    fields: dict[str, Any]
+
+    def build(self) -> Event:  # type: ignore[valid-type]
+        return self.kind(offset=self.offset, **self.fields)
+
+
 class EventLog:
     def __init__(self, *, capacity: int, events: list[Event], next_offset: int) -> None:
         if capacity < 1:
             raise ValueError("event log capacity must be at least 1")
-        self._events: deque[Event] = deque(events[-capacity:], maxlen=capacity)
+        self._events: deque[Event | _Unbuilt] = deque(events[-capacity:], maxlen=capacity)
         self._next_offset = next_offset
 
     @property
@@ -44,6 +59,20 @@ class EventLog:
         self._next_offset += 1
         return event
 
+    def record(self, kind: type[Event], **fields: Any) -> int:  # type: ignore[valid-type]
+        """Store an event of `kind` at the next offset, built when first read; returns
+        its offset."""
+        offset = self._next_offset
+        self._events.append(_Unbuilt(kind, offset, fields))
+        self._next_offset += 1
+        return offset
+
+    def _built(self, index: int) -> Event:  # type: ignore[valid-type]
+        item = self._events[index]
+        if isinstance(item, _Unbuilt):
+            item = self._events[index] = item.build()
+        return item
+
     def has_after(self, after: int) -> bool:
         return self.last_offset > after
 
@@ -52,9 +81,9 @@ class EventLog:
         missed = max(0, oldest - after - 1)
         start = max(0, after + 1 - oldest)
         stop = len(self._events) if limit is None else min(len(self._events), start + limit)
-        events = [self._events[i] for i in range(start, stop)]
+        events = [self._built(i) for i in range(start, stop)]
         next_after = events[-1].offset if events else max(after, oldest - 1)
         return EventsPage(events=events, next_after=next_after, oldest_offset=oldest, missed=missed)
 
     def tail(self) -> list[Event]:
-        return list(self._events)
+        return [self._built(i) for i in range(len(self._events))]
