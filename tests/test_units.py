@@ -327,15 +327,15 @@ class _TinyNotes(NotesAgent):
         Message(text="a" * 100, id="m3"),
         Message(text="\x01" * 20, id="m4"),  # each character is a 6-byte escape
         Message(text="\x01" * 30, id="m5"),
-        Message(text="\U0001f600" * 30, id="m6"),  # 4 UTF-8 bytes each
+        Message(text="\U0001f600" * 30, id="m6"),  # one character of JSON each
         Message(text="hi", id="m7", data={"k": "v" * 100}),
         Message(text="hi", id="m8", data={"k": "v" * 200}),
     ],
 )
 def test_an_agent_types_message_limits_count_json_bytes(message: Message) -> None:
-    """The check is exact in bytes of JSON whether it measures the message or bounds it by
-    its lengths (6 bytes per character at most)."""
-    size = len(message.model_dump_json().encode())
+    """The check gives the same answer whether it measures the message's JSON or bounds it
+    by the lengths of its strings (6 characters of JSON per character at most)."""
+    size = len(message.model_dump_json())
     if len(message.text) > _TinyNotes.max_text_chars or size > _TinyNotes.max_message_bytes:
         with pytest.raises(InvalidMessage) as err:
             _TinyNotes.check_message(message, agent_type="notes")

@@ -99,7 +99,7 @@ _KEYS: dict[str, Any] = {
     key.name: key for key in (AGENT_TYPE, AGENT_NAME, AGENT_STATUS, AGENT_VERSION)
 }
 
-#: JSON bytes of a message besides the contents of its strings (see `check_message`).
+#: JSON characters of a message besides the contents of its strings (see `check_message`).
 _MESSAGE_KEYS_BYTES = len(Message.model_construct(text="").model_dump_json())
 
 
@@ -816,14 +816,16 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
                 f"text has {len(message.text)} characters; {agent_type} agents accept at "
                 f"most {cls.max_text_chars}"
             )
-        # Serialising it only to measure it was a visible share of a flooded agent's work:
-        # a message without `data` or `reply_to` is at most 6 bytes of JSON per character
-        # (a \u00XX escape; UTF-8 is at most 4) plus its keys.
+        # The size is the length of the JSON text (characters: what agents have always
+        # counted, so histories replay the same; for non-ASCII text it is below the bytes).
+        # Serialising a message only to measure it was a visible share of a flooded agent's
+        # work: one without `data` or `reply_to` is at most 6 characters of JSON per
+        # character of its strings (a \u00XX escape) plus its keys.
         strings = len(message.text) + len(message.sender or "") + len(message.id or "")
         if message.data is None and message.reply_to is None:
             if 6 * strings + _MESSAGE_KEYS_BYTES <= cls.max_message_bytes:
                 return message
-        size = len(message.__pydantic_serializer__.to_json(message))
+        size = len(message.model_dump_json())
         if size > cls.max_message_bytes:
             raise InvalidMessage(
                 f"message is {size} bytes as JSON; {agent_type} agents accept at most "
