@@ -61,7 +61,8 @@ class EventLog:
 
     def record(self, kind: type[Event], **fields: Any) -> int:  # type: ignore[valid-type]
         """Store an event of `kind` at the next offset, built when first read; returns
-        its offset."""
+        its offset. The fields are kept as given: pass values nobody mutates afterwards
+        (strings, numbers, times, fresh lists or models), or the event shows the change."""
         offset = self._next_offset
         self._events.append(_Unbuilt(kind, offset, fields))
         self._next_offset += 1
