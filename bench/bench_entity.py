@@ -41,11 +41,12 @@ from temporalio.worker import Replayer
 
 from bench.agents import COMPACTING_NOTES, CompactingNotesAgent
 from bench.entry import run_main
-from bench.raw_entity import RAW_TYPE, RawEntity
+from bench.raw_entity import RAW_TYPE
 from bench.raw_worker import build_raw_worker
+from bench.replay_history import replayer
 from client import AgentHandle, Perennial, Settings
 from client.server import DevServer, free_port
-from worker import build_worker, workflow_runner
+from worker import build_worker
 from workflows.registry import AGENT_TYPES, register
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -474,6 +475,18 @@ async def run_histories(client: Client, workflow_id: str) -> list[WorkflowHistor
             return histories[::-1]
 
 
+def save_histories(histories: dict[str, list[WorkflowHistory]], stamp: str) -> str:
+    """Write each run's history as `bench/results/replay-<stamp>-<side>-<run>.json` (the
+    format of tests/histories); returns the glob that finds them."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    for label, runs in histories.items():
+        for index, history in enumerate(runs):
+            doc = {"workflow_id": history.workflow_id, "history": json.loads(history.to_json())}
+            path = RESULTS_DIR / f"replay-{stamp}-{label}-{index}.json"
+            path.write_text(json.dumps(doc))
+    return str((RESULTS_DIR / f"replay-{stamp}-*.json").relative_to(ROOT))
+
+
 async def replay_seconds(replayer: Replayer, histories: list[WorkflowHistory]) -> float:
     """CPU seconds of this process to replay `histories` (raises if a replay fails)."""
     started = time.process_time()
@@ -641,19 +654,15 @@ class Bench:
                 await flood(side, [name], s.messages_one, concurrency=s.concurrency,
                             timeout=600, base={name: 1})  # fmt: skip
                 histories[side.label] = await run_histories(self.client, side.workflow_id(name))
-        converter = self.client.data_converter
-        replayers = {
-            "perennial": Replayer(workflows=list(AGENT_TYPES.values()),
-                                  workflow_runner=workflow_runner(), data_converter=converter),
-            "raw-plain": Replayer(workflows=[RawEntity], workflow_runner=workflow_runner(),
-                                  data_converter=converter),
-        }  # fmt: skip
-        for label, replayer in replayers.items():  # once untimed: imports, first sandbox
-            await replay_seconds(replayer, histories[label])
-        best = {label: float("inf") for label in replayers}
+        saved = save_histories(histories, f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}")
+        print(f"  histories saved for bench/replay_history.py: {saved}", flush=True)
+        player = replayer()  # every agent type and the baseline, as the workers have them
+        for runs in histories.values():  # once untimed: imports, first sandbox
+            await replay_seconds(player, runs)
+        best = {label: float("inf") for label in histories}
         for _ in range(s.replays):
-            for label, replayer in replayers.items():
-                best[label] = min(best[label], await replay_seconds(replayer, histories[label]))
+            for label, runs in histories.items():
+                best[label] = min(best[label], await replay_seconds(player, runs))
         per_msg = {label: best[label] * 1000 / signals_in(histories[label]) for label in best}
         self.report.details["replay"] = {
             label: {"cpu_ms_per_msg": per_msg[label], "signals": signals_in(histories[label]),

@@ -41,3 +41,21 @@ async def test_fresh_history_replays(perennial: Perennial) -> None:
     workflow_id = await notes_scenario(perennial, "fresh-replay")
     history = await perennial.client.get_workflow_handle(workflow_id).fetch_history()
     await _replayer().replay_workflow(history)
+
+
+async def test_the_benchmarks_replay_tool_reads_both_history_formats(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """bench/replay_history.py (instruction counts of the workflow code) replays what phase
+    `replay` saves (the format of these checked-in histories) and bare exported histories."""
+    from bench.replay_history import _main, load
+
+    saved = next(p for p in HISTORIES if p.name.startswith("notes-"))
+    doc = json.loads(saved.read_text())
+    bare = tmp_path / "exported.json"
+    bare.write_text(json.dumps(doc["history"]))
+    assert load(saved).workflow_id == doc["workflow_id"]
+    assert load(bare).events == load(saved).events
+    await _main([saved, bare], replays=1)
+    out = capsys.readouterr().out
+    assert "2 run(s)" in out and "us per message" in out
