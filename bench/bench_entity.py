@@ -37,13 +37,12 @@ from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
 from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHistory
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
-from temporalio.worker import Replayer
 
 from bench.agents import COMPACTING_NOTES, CompactingNotesAgent
 from bench.entry import run_main
 from bench.raw_entity import RAW_TYPE
 from bench.raw_worker import build_raw_worker
-from bench.replay_history import replayer
+from bench.replay_history import replay_seconds, replayer, signals_in
 from client import AgentHandle, Perennial, Settings
 from client.server import DevServer, free_port
 from worker import build_worker
@@ -485,20 +484,6 @@ def save_histories(histories: dict[str, list[WorkflowHistory]], stamp: str) -> s
             path = RESULTS_DIR / f"replay-{stamp}-{label}-{index}.json"
             path.write_text(json.dumps(doc))
     return str((RESULTS_DIR / f"replay-{stamp}-*.json").relative_to(ROOT))
-
-
-async def replay_seconds(replayer: Replayer, histories: list[WorkflowHistory]) -> float:
-    """CPU seconds of this process to replay `histories` (raises if a replay fails)."""
-    started = time.process_time()
-    for history in histories:
-        await replayer.replay_workflow(history)
-    return time.process_time() - started
-
-
-def signals_in(histories: list[WorkflowHistory]) -> int:
-    signaled = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
-    return sum(1 for history in histories for event in history.events
-               if event.event_type == signaled)  # fmt: skip
 
 
 class Bench:
