@@ -100,7 +100,7 @@ _KEYS: dict[str, Any] = {
 }
 
 #: JSON characters of a message besides the contents of its strings (see `check_message`).
-_MESSAGE_KEYS_BYTES = len(Message.model_construct(text="").model_dump_json())
+_MESSAGE_KEYS_CHARS = len(Message.model_construct(text="").model_dump_json())
 
 
 #: Patch ids (workflow.patched): each marks a change in the commands agents emit, so that
@@ -821,9 +821,9 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
         # Serialising a message only to measure it was a visible share of a flooded agent's
         # work: one without `data` or `reply_to` is at most 6 characters of JSON per
         # character of its strings (a \u00XX escape) plus its keys.
-        strings = len(message.text) + len(message.sender or "") + len(message.id or "")
         if message.data is None and message.reply_to is None:
-            if 6 * strings + _MESSAGE_KEYS_BYTES <= cls.max_message_bytes:
+            strings = len(message.text) + len(message.sender or "") + len(message.id or "")
+            if 6 * strings + _MESSAGE_KEYS_CHARS <= cls.max_message_bytes:
                 return message
         size = len(message.model_dump_json())
         if size > cls.max_message_bytes:
