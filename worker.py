@@ -31,7 +31,7 @@ from client.connection import connect, ensure_search_attributes
 from client.logging import configure_logging
 from client.process import exit_process
 from client.settings import Settings
-from workflows.registry import AGENT_TYPES
+from workflows.registry import agent_types
 
 log = structlog.get_logger("perennial.worker")
 
@@ -123,7 +123,7 @@ def _precompile_workflow_modules() -> None:
     compiles from source: ~100 ms per new agent. Best effort: a read-only install that pip
     already compiled needs nothing.
     """
-    files = {Path(sys.modules[cls.__module__].__file__ or "") for cls in AGENT_TYPES.values()}
+    files = {Path(sys.modules[cls.__module__].__file__ or "") for cls in agent_types().values()}
     files |= set(Path(workflows.__file__).parent.rglob("*.py"))
     for path in files:
         if path.suffix == ".py":
@@ -137,11 +137,15 @@ def build_worker(client: Client, settings: Settings) -> Worker:
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=list(AGENT_TYPES.values()),
+        workflows=list(agent_types().values()),
         activities=build_activities(settings),
         workflow_runner=workflow_runner(),
         max_cached_workflows=settings.max_cached_workflows,
         sticky_queue_schedule_to_start_timeout=settings.sticky_timeout,
+        # An update over the server's payload limit cannot be refused without echoing it
+        # back: with the SDK's own check, that failed the agent's workflow tasks for seconds;
+        # without it the server drops the update alone and the agent is undisturbed.
+        disable_payload_error_limit=True,
     )
 
 
@@ -161,7 +165,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
     worker = build_worker(client, settings)
     settle_heap()
     log.info("worker started", task_queue=settings.task_queue, address=settings.address,
-             agent_types=sorted(AGENT_TYPES))  # fmt: skip
+             agent_types=sorted(agent_types()))  # fmt: skip
     async with worker:
         await stop.wait()
     log.info("worker stopped")
@@ -177,7 +181,11 @@ def stop_on_signals() -> asyncio.Event:
 
 def main() -> None:
     settings = Settings.from_env()
-    configure_logging(fmt=settings.log_format, level=settings.log_level)
+    configure_logging(
+        fmt=settings.log_format,
+        level=settings.log_level,
+        secrets=(settings.openai_api_key, settings.api_key),
+    )
     if settings.embedded:
         settings = settings.model_copy(update={"temporal_address": settings.address})
     try:

@@ -1,8 +1,8 @@
 """All I/O that agents do runs here, as Temporal activities (retried, timed out, visible).
 
 `build_activities(settings)` is what the worker registers: the model call, message delivery
-between agents, the backlog's pacing, and one activity per activity tool used by a registered
-agent type.
+between agents, the confirmation of subscribers, the backlog's pacing, and one activity per
+activity tool used by a registered agent type.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from activities.agents import deliver_message
+from activities.agents import confirm_subscriber, deliver_message
 from activities.llm import ModelActivities
 from activities.pacing import next_task
 from activities.tools import collect_activity_tools, tool_activity
@@ -23,13 +23,14 @@ def build_activities(
     """The activities of a worker with these settings, for these agent types (default: all
     registered ones)."""
     if agent_types is None:
-        from workflows.registry import AGENT_TYPES
+        from workflows.registry import agent_types as registered
 
-        agent_types = AGENT_TYPES.values()
+        agent_types = registered().values()
     tools = collect_activity_tools(agent_types)
     return [
         ModelActivities(settings).complete,
         deliver_message,
+        confirm_subscriber,
         next_task,
         *(tool_activity(t, settings) for t in tools),
     ]

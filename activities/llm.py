@@ -7,7 +7,8 @@ The OpenAI client's own retries are off; Temporal retries, and failures are clas
     408, 409, 429, 5xx, timeouts, connection errors   retried (429/503 honour `retry-after`)
     400, 401, 403, 404, 422 and other 4xx             not retried, with a stable error type
 
-The API key comes from the injected settings and is only ever sent to the model server.
+The API key comes from the injected settings and is only ever sent to the model server; a
+server that echoes it in an error (OpenAI does on a wrong key) has it redacted from the failure.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from activities.heartbeat import heartbeating
+from activities.redaction import NO_REDACTION, Redactor
 from client.settings import Settings
 from workflows.llm.wire import (
     LLM_CONTEXT_QUERY,
@@ -57,6 +59,7 @@ class ModelActivities:
     def __init__(self, settings: Settings, *, client: AsyncOpenAI | None = None) -> None:
         self._settings = settings
         self._client = client
+        self._redact = Redactor.from_settings(settings)
 
     def _openai(self) -> AsyncOpenAI:
         if self._client is None:
@@ -79,7 +82,7 @@ class ModelActivities:
     async def complete(self, call: ModelCall) -> ModelResponse:
         """Call the model with the agent's current request and return its answer."""
         info = activity.info()
-        request = call.request or await _read_request(call)
+        request = call.request or await _read_request(call, self._redact)
         model = request.model or self._settings.openai_model
         client = self._openai()
         started = time.monotonic()
@@ -92,7 +95,7 @@ class ModelActivities:
                     **_options(request),
                 )
             except openai.APIError as err:
-                raise classify(err, attempt=info.attempt) from None
+                raise classify(err, attempt=info.attempt, redact=self._redact) from None
         duration_ms = int((time.monotonic() - started) * 1000)
         return _response(completion, model=model, attempt=info.attempt, duration_ms=duration_ms)
 
@@ -100,7 +103,7 @@ class ModelActivities:
 # --------------------------------------------------------------------------- the request
 
 
-async def _read_request(call: ModelCall) -> ModelRequest:
+async def _read_request(call: ModelCall, redact: Redactor) -> ModelRequest:
     handle = activity.client().get_workflow_handle(call.agent_id, run_id=call.run_id)
     try:
         request = await handle.query(
@@ -113,6 +116,7 @@ async def _read_request(call: ModelCall) -> ModelRequest:
         raise _failure(
             ModelFailure.CONTEXT_UNAVAILABLE,
             f"could not read the request of model call {call.call_id} from {call.agent_id}: {err}",
+            redact=redact,
         ) from None
     if request.digest() != call.digest:
         raise _failure(
@@ -229,8 +233,16 @@ def _status_failure(status: int) -> ModelFailure:
     return ModelFailure.BAD_REQUEST
 
 
-def classify(err: openai.APIError, *, attempt: int = 1) -> ApplicationError:
-    """An `openai` error as the activity's failure: retryable or not, with a stable type."""
+def classify(
+    err: openai.APIError, *, attempt: int = 1, redact: Redactor = NO_REDACTION
+) -> ApplicationError:
+    """An `openai` error as the activity's failure: retryable or not, with a stable type.
+
+    Args:
+        err: The error the `openai` client raised.
+        attempt: The activity attempt that failed (it goes into the failure's detail).
+        redact: Applied to the server's error text, which may echo the API key.
+    """
     status: int | None = None
     delay: timedelta | None = None
     if isinstance(err, openai.APITimeoutError):
@@ -246,7 +258,7 @@ def classify(err: openai.APIError, *, attempt: int = 1) -> ApplicationError:
         failure = ModelFailure.INVALID_RESPONSE
     # The status travels in the detail (openai's message names it too).
     return _failure(failure, err.message, status_code=status, attempt=attempt,
-                    next_retry_delay=delay)  # fmt: skip
+                    next_retry_delay=delay, redact=redact)  # fmt: skip
 
 
 def retry_after(headers: Any, *, now: datetime | None = None) -> timedelta | None:
@@ -280,12 +292,14 @@ def _failure(
     status_code: int | None = None,
     attempt: int | None = None,
     next_retry_delay: timedelta | None = None,
+    redact: Redactor = NO_REDACTION,
 ) -> ApplicationError:
+    # The detail holds numbers only; the message is the one text that can carry a secret.
     if attempt is None:
         attempt = activity.info().attempt if activity.in_activity() else 1
     detail = ModelFailureDetail(status_code=status_code, attempt=attempt)
     return ApplicationError(
-        message,
+        redact(message),
         detail.model_dump(),
         type=failure.value,
         non_retryable=not failure.retryable,

@@ -9,6 +9,9 @@ outcome into a `ToolActivityResult`:
 * `ToolError` becomes a result marked as an error (the model reads it; no retry);
 * any other exception fails the attempt, and Temporal retries it by the tool's retry policy
   (the failure carries the attempt number, so the tool-call event can say how many ran).
+
+Every error text is redacted of the worker's secrets first: a tool's error may quote a key it
+used, and these texts reach history, the model, the agent's events and the logs.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import heartbeating
+from activities.redaction import Redactor
 from client.settings import Settings
 from workflows.llm.tools import ActivityTool, ToolContext, ToolError, render_result
 from workflows.llm.wire import ToolActivityInput, ToolActivityResult, ToolFailureDetail
@@ -28,6 +32,7 @@ from workflows.llm.wire import ToolActivityInput, ToolActivityResult, ToolFailur
 
 def tool_activity(tool: ActivityTool, settings: Settings) -> Callable[..., Any]:
     """The Temporal activity that runs `tool` on this worker."""
+    redact = Redactor.from_settings(settings)
 
     async def run_tool(call: ToolActivityInput) -> ToolActivityResult:
         attempt = activity.info().attempt
@@ -35,7 +40,7 @@ def tool_activity(tool: ActivityTool, settings: Settings) -> Callable[..., Any]:
             args = tool.args_model.model_validate(call.arguments)
         except ValidationError as err:
             raise ApplicationError(
-                f"arguments do not fit the schema of {tool.name}: {err}",
+                redact(f"arguments do not fit the schema of {tool.name}: {err}"),
                 ToolFailureDetail(attempt=attempt).model_dump(),
                 type="ToolArgumentsInvalid",
                 non_retryable=True,
@@ -49,27 +54,41 @@ def tool_activity(tool: ActivityTool, settings: Settings) -> Callable[..., Any]:
             async with heartbeating(f"running {tool.name}"):
                 value = await tool.fn(**kwargs)
         except ToolError as err:
-            return ToolActivityResult(content=str(err), is_error=True, attempt=attempt)
+            return ToolActivityResult(content=redact(str(err)), is_error=True, attempt=attempt)
         except ApplicationError as err:
             raise ApplicationError(
-                err.message,
+                redact(err.message),
                 ToolFailureDetail(attempt=attempt).model_dump(),
                 type=err.type,
                 non_retryable=err.non_retryable,
                 next_retry_delay=err.next_retry_delay,
-            ) from err
+            ) from _redacted(err, redact)
         except Exception as err:
-            activity.logger.warning("tool %s failed (attempt %d): %r", tool.name, attempt, err)
+            text = redact(repr(err))
+            activity.logger.warning("tool %s failed (attempt %d): %s", tool.name, attempt, text)
             raise ApplicationError(
-                f"{type(err).__name__}: {err}",
+                redact(f"{type(err).__name__}: {err}"),
                 ToolFailureDetail(attempt=attempt).model_dump(),
                 type=type(err).__name__,
-            ) from err
+            ) from _redacted(err, redact)
         return ToolActivityResult(content=render_result(value), attempt=attempt)
 
     run_tool.__name__ = run_tool.__qualname__ = f"tool_{tool.name}"
     run_tool.__doc__ = tool.description
     return activity.defn(name=tool.name)(run_tool)
+
+
+def _redacted(err: BaseException, redact: Redactor) -> ApplicationError:
+    """`err` as a cause safe to record: its text redacted, its traceback kept.
+
+    Temporal records a failure's cause chain (messages included) in history, and the SDK logs
+    it, so the original exception cannot be the cause.
+    """
+    if isinstance(err, ApplicationError):
+        cause = ApplicationError(redact(err.message), type=err.type)
+    else:
+        cause = ApplicationError(redact(str(err)), type=type(err).__name__)
+    return cause.with_traceback(err.__traceback__)
 
 
 def collect_activity_tools(agent_types: Iterable[type]) -> list[ActivityTool]:

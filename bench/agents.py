@@ -6,21 +6,16 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from temporalio import workflow
-
-from workflows.messages import AgentStart
 from workflows.notes import NotesAgent
+from workflows.registry import agent_type
 
 COMPACTING_NOTES = "bench_notes_compacting"
 
 
-@workflow.defn(name=COMPACTING_NOTES)
+@agent_type(COMPACTING_NOTES)
 class CompactingNotesAgent(NotesAgent):
     """`notes`, but an idle agent compacts its history (continues as new) after 2 s instead
     of 30 s, so the benchmark does not have to wait for it."""
 
     compact_idle_after = timedelta(seconds=2)
 
-    @workflow.run
-    async def run(self, start: AgentStart) -> None:
-        await self.serve()

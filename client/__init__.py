@@ -12,7 +12,9 @@ from client.agents import (
 from client.connection import TemporalUnavailable
 from client.settings import Settings
 from workflows.errors import (
+    AgentBusy,
     AgentNotFound,
+    AgentStopped,
     AlreadyDecided,
     ApprovalNotFound,
     AskAgentTimedOut,
@@ -22,6 +24,8 @@ from workflows.errors import (
     InvalidMessage,
     InvalidRequest,
     InvalidSchedule,
+    InvalidStart,
+    LimitExceeded,
     ModelCallFailed,
     NotObserving,
     PerennialError,
@@ -46,13 +50,16 @@ from workflows.messages import (
     RollbackResult,
     Schedule,
     ScheduleResult,
+    SendReceipt,
     StateView,
 )
 
 __all__ = [
+    "AgentBusy",
     "AgentHandle",
     "AgentNotFound",
     "AgentState",
+    "AgentStopped",
     "AgentSummary",
     "AgentUnreachable",
     "AlarmWake",
@@ -71,6 +78,8 @@ __all__ = [
     "InvalidMessage",
     "InvalidRequest",
     "InvalidSchedule",
+    "InvalidStart",
+    "LimitExceeded",
     "Message",
     "ModelCallFailed",
     "NotObserving",
@@ -82,6 +91,7 @@ __all__ = [
     "Schedule",
     "ScheduleNotFound",
     "ScheduleResult",
+    "SendReceipt",
     "Settings",
     "StateTooLarge",
     "StateView",

@@ -1,11 +1,15 @@
 """The Python client: talk to named agents without caring whether they exist yet.
 
-perennial = await Perennial.connect()
-alice = perennial.agent("notes", "alice")
-await alice.send("buy milk")                 # signal-with-start
-reply = await alice.ask("what's note 1?")    # update-with-start, waits for the reply
-async for event in alice.watch(after=0):     # follow the event log live
-    ...
+    perennial = await Perennial.connect()
+    alice = perennial.agent("notes", "alice")
+    await alice.send("buy milk")                 # creates alice if needed
+    reply = await alice.ask("what's note 1?")    # waits for the reply
+    async for event in alice.watch(after=0):     # follow the event log live
+        ...
+
+Any agent type works, known to this process or not: a type registered here (an application
+module imported, or `--app`) gets its own limits checked before sending and its state parsed
+into its model; any other type is spoken to with the base limits, its state as JSON.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any, NoReturn, TypeVar
 
 import structlog
-from pydantic import BaseModel, ConfigDict, JsonValue
+from pydantic import BaseModel, ConfigDict, JsonValue, TypeAdapter, ValidationError
 from temporalio.api.errordetails.v1 import MultiOperationExecutionFailure, WorkflowNotReadyFailure
 from temporalio.client import (
     Client,
@@ -25,14 +29,18 @@ from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
-from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from client.connection import connect
+from client.lifecycle import get_or_create, recover
 from client.settings import Settings
+from workflows.entity import AgentWorkflow
 from workflows.errors import (
+    AgentBusy,
     AgentNotFound,
     InvalidMessage,
     InvalidRequest,
@@ -41,25 +49,32 @@ from workflows.errors import (
     RunError,
     from_application_error,
     parse_input,
+    summarize,
 )
 from workflows.messages import (
+    AgentName,
     AgentStart,
+    AgentTypeName,
     AskReply,
     CancelScheduleRequest,
+    DecideRequest,
+    Decision,
     Event,
     EventsPage,
     EventsQuery,
     Message,
+    PendingApproval,
     RollbackRequest,
     RollbackResult,
     Schedule,
     ScheduleList,
     ScheduleRequest,
     ScheduleResult,
+    SendReceipt,
     StateView,
     WaitEventsRequest,
 )
-from workflows.registry import agent_class
+from workflows.registry import AGENT_TYPES, agent_types
 from workflows.schedules import check_request
 from workflows.visibility import (
     AGENT_LAST_ACTIVE,
@@ -72,10 +87,14 @@ from workflows.visibility import (
 
 log = structlog.get_logger("perennial.client")
 
+_AGENT_TYPE = TypeAdapter(AgentTypeName)
+_AGENT_NAME = TypeAdapter(AgentName)
+
 
 class AskTimedOut(RunError):
-    """No reply within the timeout. The message may still be applied later: ask again with
-    the same message id to get its reply without applying it twice."""
+    """No reply within the timeout. The message was accepted and will be applied when a
+    worker runs the agent: ask again with the same message id to get its reply without
+    applying it twice."""
 
     def __init__(self, message: str, *, message_id: str):
         super().__init__(message)
@@ -113,12 +132,13 @@ class AgentSummary(BaseModel):
 
 
 class AgentState(BaseModel):
-    """The last committed state of an agent, as its agent type's state model."""
+    """The last committed state of an agent: its agent type's state model when this process
+    knows the type, else the state as JSON."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     version: int
-    state: BaseModel
+    state: BaseModel | dict[str, JsonValue]
     versions_kept: list[int]
     busy: bool
     inbox: int
@@ -132,6 +152,11 @@ def _translate(err: Exception, *, workflow_id: str) -> Exception:
         return InvalidRequest(str(err))
     if isinstance(err, RPCError) and err.status == RPCStatusCode.NOT_FOUND:
         return AgentNotFound(f"agent {workflow_id!r} does not exist (or is not running)")
+    if isinstance(err, RPCError) and err.status == RPCStatusCode.RESOURCE_EXHAUSTED:
+        return AgentBusy(
+            f"agent {workflow_id!r} has as many requests in flight as the server allows "
+            f"({err.message}); retry shortly"
+        )
     if isinstance(err, RPCError) and _no_worker_answered(err):
         return AgentUnreachable(
             f"agent {workflow_id!r} did not answer ({err.message}): is a worker running on "
@@ -163,8 +188,9 @@ def _reraise(err: Exception, *, workflow_id: str) -> NoReturn:
 
 T = TypeVar("T")
 
-#: Delays (seconds) between attempts of an update that the server aborted unadmitted.
-_NOT_READY_DELAYS = (0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0, 2.0)
+#: Delays (seconds) between attempts of a request the agent could not take yet: an update
+#: the server aborted unadmitted, or one refused with AgentBusy (about 12 s in all).
+_RETRY_DELAYS = (0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0, 2.0, 2.0)
 
 
 def _not_ready(err: RPCError) -> bool:
@@ -181,34 +207,57 @@ def _not_ready(err: RPCError) -> bool:
     return any(detail.Is(WorkflowNotReadyFailure.DESCRIPTOR) for detail in details)
 
 
-async def _retry_not_ready(call: Callable[[], Awaitable[T]], *, workflow_id: str) -> T:
-    """`call()`, again after a short wait while the server aborts it as not ready. Found by
-    the entity tests: under load about one `ask` in ten that met a continue-as-new failed with
-    a raw RPCError ("unexpected workflow task failure") instead of getting its reply."""
-    for delay in _NOT_READY_DELAYS:
+def _busy(err: BaseException) -> bool:
+    """The agent refused for now: its update slots are full, or its run is too full."""
+    if isinstance(err, RPCError):
+        return err.status == RPCStatusCode.RESOURCE_EXHAUSTED
+    if isinstance(err, WorkflowUpdateFailedError) and isinstance(err.cause, ApplicationError):
+        return err.cause.type == AgentBusy.__name__
+    return False
+
+
+async def _retrying(
+    call: Callable[[], Awaitable[T]], *, workflow_id: str, busy: bool = True
+) -> T:
+    """`call()`, again after a short wait while the agent cannot take it yet (see
+    `_RETRY_DELAYS`; `busy`: also while it says AgentBusy); the last failure is raised."""
+    for delay in _RETRY_DELAYS:
         try:
             return await call()
-        except RPCError as err:
-            if not _not_ready(err):
+        except (RPCError, WorkflowUpdateFailedError) as err:
+            if not ((isinstance(err, RPCError) and _not_ready(err)) or (busy and _busy(err))):
                 raise
-            log.info("update aborted by a failed workflow task; retrying", agent=workflow_id,
-                     delay=delay)  # fmt: skip
+            log.info("agent not ready for the request; retrying", agent=workflow_id, delay=delay)
         await asyncio.sleep(delay)
     return await call()
+
+
+def known_agent_class(agent_type: str) -> type[AgentWorkflow[Any]]:
+    """The registered class of `agent_type`, or the base class (its default limits) for a
+    type this process does not know."""
+    if agent_type not in AGENT_TYPES:
+        agent_types()  # loads the built-in types
+    return AGENT_TYPES.get(agent_type, AgentWorkflow)
 
 
 class AgentHandle:
     """One named agent. Cheap to create; nothing is sent until you call a method."""
 
     def __init__(self, client: Client, settings: Settings, agent_type: str, name: str) -> None:
-        if not name or not name.strip():
-            raise InvalidRequest("an agent name must not be empty")
-        self._agent = agent_class(agent_type)  # UnknownAgentType before anything is sent
+        self.id = agent_id(agent_type, name)
+        try:
+            _AGENT_TYPE.validate_python(agent_type)
+            _AGENT_NAME.validate_python(name)
+        except ValidationError as err:
+            raise InvalidRequest(
+                f"invalid agent {self.id[:80]!r}: a type of 1-100 letters, digits and '_.:-', "
+                f"and a name of 1-200 printable characters ({summarize(err)})"
+            ) from None
+        self._agent = known_agent_class(agent_type)
         self._client = client
         self._settings = settings
         self.agent_type = agent_type
         self.name = name
-        self.id = agent_id(agent_type, name)
         #: Seen to exist by this handle: calls go to the workflow directly (see `_get_or_create`).
         self._exists = False
 
@@ -224,37 +273,56 @@ class AgentHandle:
         message_id = str(uuid.uuid4()) if id is None else id
         raw = {"text": text, "sender": sender, "id": message_id, "data": data}
         message = parse_input(Message, raw, error=InvalidMessage)
-        return self._agent.check_message(message, agent_type=self.agent_type)
+        return self._agent.check_message(message, self.agent_type)
+
+    def _start_args(self, reuse: WorkflowIDReusePolicy) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "task_queue": self._settings.task_queue,
+            "id_conflict_policy": WorkflowIDConflictPolicy.USE_EXISTING,
+            "id_reuse_policy": reuse,
+            # Shown in the Web UI's workflow list and header.
+            "static_summary": f"{self.agent_type} agent {self.name!r}",
+        }
 
     async def _update_with_start(self, update: str, arg: BaseModel, result_type: type[T]) -> T:
-        """Update the agent, creating it if needed (a start operation is single-use: a new
-        one for every call)."""
-        start = WithStartWorkflowOperation(
-            self.agent_type, AgentStart().wire(), **self._start_args()
-        )
-        try:
-            return await self._client.execute_update_with_start_workflow(
-                update, arg, start_workflow_operation=start, result_type=result_type
+        """Update the agent, creating it if needed (never re-creating a stopped one)."""
+
+        async def call(reuse: WorkflowIDReusePolicy) -> T:
+            # A start operation is single-use: a new one for every call.
+            start = WithStartWorkflowOperation(
+                self.agent_type, AgentStart().wire(), **self._start_args(reuse)
             )
-        except BaseException:
-            # When the call fails, the SDK also fails the start operation's own future, which
-            # nobody awaits: asyncio then logs "Future exception was never retrieved" with a
-            # traceback at garbage collection, for every retried call. Collect it here (the
-            # SDK has no public way to look without waiting).
-            outcome = getattr(start, "_workflow_handle", None)
-            if isinstance(outcome, asyncio.Future) and outcome.done() and not outcome.cancelled():
-                outcome.exception()
-            raise
+            try:
+                return await self._client.execute_update_with_start_workflow(
+                    update, arg, start_workflow_operation=start, result_type=result_type
+                )
+            except BaseException:
+                _collect_start_outcome(start)
+                raise
+
+        return await get_or_create(self._client, self.id, call)
+
+    async def _signal_with_start(self, signal: str, arg: BaseModel) -> None:
+        async def call(reuse: WorkflowIDReusePolicy) -> None:
+            await self._client.start_workflow(
+                self.agent_type,
+                AgentStart().wire(),
+                start_signal=signal,
+                start_signal_args=[arg],
+                **self._start_args(reuse),
+            )
+
+        await get_or_create(self._client, self.id, call)
 
     async def _get_or_create(
         self, existing: Callable[[], Awaitable[T]], with_start: Callable[[], Awaitable[T]]
     ) -> T:
-        """Get-or-create on the first call, a plain call after it. Signal-with-start and
-        update-with-start cost the server more than a signal or update to a workflow that
-        exists (measured: ~19% fewer signals/s into one agent). Once this handle has seen
-        the agent exist it calls it directly, and falls back to the with-start call if the
-        agent is gone (a task child that finished, a terminated workflow): the server says
-        NOT_FOUND and has delivered nothing."""
+        """Get-or-create on the first call, a plain call after it (signal-with-start and
+        update-with-start cost the server more). Once this handle has seen the agent exist it
+        calls it directly, and falls back to the with-start call if the run is gone (the
+        server says NOT_FOUND and has delivered nothing): a task child that finished starts
+        afresh, a terminated agent raises AgentStopped."""
         if self._exists:
             try:
                 return await existing()
@@ -266,15 +334,6 @@ class AgentHandle:
         self._exists = True
         return result
 
-    def _start_args(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "task_queue": self._settings.task_queue,
-            "id_conflict_policy": WorkflowIDConflictPolicy.USE_EXISTING,
-            # Shown in the Web UI's workflow list and header.
-            "static_summary": f"{self.agent_type} agent {self.name!r}",
-        }
-
     async def send(
         self,
         text: str,
@@ -284,19 +343,28 @@ class AgentHandle:
         data: JsonValue = None,
     ) -> str:
         """Fire-and-forget into the inbox, creating the agent if needed. Returns the message
-        id (pass your own `id` to make retries safe: a repeated id is applied once)."""
+        id (pass your own `id` to make retries safe: a repeated id is applied once).
+
+        A message up to the type's `max_signal_message_bytes` goes by signal; a larger one by
+        update `send`, which the agent may refuse (AgentBusy, retried here) while its run is
+        too full to take it."""
         message = self._message(text, sender, id, data)
-        await self._get_or_create(
-            lambda: self._client.get_workflow_handle(self.id).signal("message", message),
-            lambda: self._client.start_workflow(
-                self.agent_type,
-                AgentStart().wire(),
-                start_signal="message",
-                start_signal_args=[message],
-                **self._start_args(),
-            ),
-        )
         assert message.id is not None
+        if len(message.model_dump_json()) <= self._agent.max_signal_message_bytes:
+            try:
+                await self._get_or_create(
+                    lambda: self._client.get_workflow_handle(self.id).signal("message", message),
+                    lambda: self._signal_with_start("message", message),
+                )
+            except RPCError as err:
+                _reraise(err, workflow_id=self.id)
+            return message.id
+        await self._update(
+            lambda: self._client.get_workflow_handle(self.id).execute_update(
+                "send", message, result_type=SendReceipt
+            ),
+            lambda: self._update_with_start("send", message, SendReceipt),
+        )
         return message.id
 
     async def ask(
@@ -311,30 +379,40 @@ class AgentHandle:
         """Send a message and wait for the agent's reply, creating the agent if needed.
 
         Raises `TurnFailed` if the turn raised (the agent's state is as before), the
-        `UsageError` subclasses for bad input, and `AskTimedOut` after `timeout` seconds.
-        """
+        `UsageError` subclasses for bad input, `AgentStopped` if the agent's last run was
+        terminated, and `AskTimedOut` after `timeout` seconds (the message is applied when a
+        worker runs: ask again with the same id for its reply)."""
         message = self._message(text, sender, id, data)
         assert message.id is not None
-
-        def call() -> Awaitable[AskReply]:
-            # The update id is left to the SDK (unique per call): duplicate suppression is
-            # the agent's, by message id, so a retried failed turn is applied afresh rather
-            # than answered from the server's per-run update cache.
-            return self._get_or_create(
-                lambda: self._client.get_workflow_handle(self.id).execute_update(
-                    "ask", message, result_type=AskReply
-                ),
-                lambda: self._update_with_start("ask", message, AskReply),
-            )
-
+        # The update id is left to the SDK (unique per call): duplicate suppression is the
+        # agent's, by message id, so a retried failed turn is applied afresh rather than
+        # answered from the server's per-run update cache.
+        call = self._update(
+            lambda: self._client.get_workflow_handle(self.id).execute_update(
+                "ask", message, result_type=AskReply
+            ),
+            lambda: self._update_with_start("ask", message, AskReply),
+        )
         try:
-            return await asyncio.wait_for(_retry_not_ready(call, workflow_id=self.id), timeout)
-        except TimeoutError:
+            return await asyncio.wait_for(call, timeout)
+        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+            waited = f"within {timeout}s" if timeout is not None else "before the server gave up"
             raise AskTimedOut(
-                f"no reply from {self.id} within {timeout}s (is a worker running?); the "
-                f"message may still be applied: ask again with id={message.id!r}",
+                f"no reply from {self.id} {waited}: is a worker running on task queue "
+                f"{self._settings.task_queue!r}? The message was accepted and will be applied "
+                f"when one runs; ask again with id={message.id!r} for its reply",
                 message_id=message.id,
             ) from None
+
+    async def _update(
+        self, existing: Callable[[], Awaitable[T]], with_start: Callable[[], Awaitable[T]]
+    ) -> T:
+        """A get-or-create update, retried while the agent cannot take it yet, with Temporal's
+        errors as Perennial's."""
+        try:
+            return await _retrying(
+                lambda: self._get_or_create(existing, with_start), workflow_id=self.id
+            )
         except (WorkflowUpdateFailedError, RPCError) as err:
             _reraise(err, workflow_id=self.id)
 
@@ -345,11 +423,13 @@ class AgentHandle:
         return await self._query("state", None, StateView)
 
     async def state(self) -> AgentState:
-        """The last committed state, parsed into the agent type's state model."""
+        """The last committed state, parsed into the agent type's state model when this
+        process knows the type."""
         view = await self.state_view()
+        model = getattr(self._agent, "state_model", None) if self._agent is not AgentWorkflow else None
         return AgentState(
             version=view.version,
-            state=self._agent.state_model.model_validate(view.state),
+            state=model.model_validate(view.state) if model is not None else view.state,
             versions_kept=view.versions_kept,
             busy=view.busy,
             inbox=view.inbox,
@@ -363,15 +443,17 @@ class AgentHandle:
     async def wait_events(
         self, *, after: int = 0, timeout: float = 30.0, limit: int | None = None
     ) -> EventsPage:
-        """Long-poll: returns as soon as events after `after` exist, or empty at the timeout."""
+        """Long-poll (at most 60 s): returns as soon as events after `after` exist, or empty
+        at the timeout. `AgentBusy` when as many readers wait already as the agent allows."""
         request = parse_input(
             WaitEventsRequest, {"after": after, "timeout_seconds": timeout, "limit": limit}
         )
         handle = self._client.get_workflow_handle(self.id)
         try:
-            return await _retry_not_ready(
+            return await _retrying(
                 lambda: handle.execute_update("wait_events", request, result_type=EventsPage),
                 workflow_id=self.id,
+                busy=False,  # a busy agent's follower polls instead (see `watch`)
             )
         except (WorkflowUpdateFailedError, RPCError) as err:
             _reraise(err, workflow_id=self.id)
@@ -380,10 +462,14 @@ class AgentHandle:
         """Every event after `after`, live, forever (break out when you are done). Survives the
         agent's continue-as-new; resume later by passing the last offset you saw. Raises
         `EventsMissed` if events after `after` have already left the bounded log (nothing is
-        skipped silently); resume from its `resume_after`."""
+        skipped silently); resume from its `resume_after`.
+
+        Long-polls (update `wait_events`) while the agent has a waiter slot free, and polls
+        query `events` when it has not, so followers never take the slots writes need."""
+        polling = _Backoff()
         while True:
             try:
-                page = await self.wait_events(after=after, timeout=poll_seconds)
+                page = await self._next_page(after, poll_seconds, polling)
             except AgentNotFound:
                 # The run may be switching (continue-as-new); only give up if it is gone.
                 if not (await self.describe()).running:
@@ -402,17 +488,36 @@ class AgentHandle:
                 yield event
             after = page.next_after
 
+    async def _next_page(self, after: int, poll_seconds: float, polling: _Backoff) -> EventsPage:
+        if not polling.active:
+            try:
+                return await self.wait_events(after=after, timeout=min(poll_seconds, 60.0))
+            except AgentBusy:
+                polling.start()
+        page = await self.events(after=after)
+        if page.events:
+            polling.reset()
+        else:
+            await polling.wait()
+        return page
+
     async def rollback(self, version: int) -> RollbackResult:
         """Restore a kept version; the restored state becomes a new version."""
         request = parse_input(RollbackRequest, {"version": version})
         handle = self._client.get_workflow_handle(self.id)
         try:
-            return await _retry_not_ready(
+            return await _retrying(
                 lambda: handle.execute_update("rollback", request, result_type=RollbackResult),
                 workflow_id=self.id,
             )
         except (WorkflowUpdateFailedError, RPCError) as err:
             _reraise(err, workflow_id=self.id)
+
+    async def recover(self) -> str:
+        """Bring back an agent whose last run was terminated or failed: its last run is
+        reset to its last good workflow task, and the signals and updates it received after
+        that are applied again. Returns the new run's id."""
+        return await recover(self._client, self.id)
 
     # ------------------------------------------------------------------ schedules
 
@@ -487,6 +592,39 @@ class AgentHandle:
         found: ScheduleList = await self._query("schedules", None, ScheduleList)
         return found.schedules
 
+    # ------------------------------------------------------------------ approvals
+
+    async def approvals(self, *, timeout: timedelta | None = None) -> list[PendingApproval]:
+        """The calls waiting for a person, oldest first (query `approvals`)."""
+        found: list[PendingApproval] = await self._query(
+            "approvals", None, list[PendingApproval], timeout=timeout
+        )
+        return found
+
+    async def decide(
+        self,
+        approval_id: str,
+        *,
+        approve: bool,
+        comment: str | None = None,
+        decided_by: str | None = None,
+    ) -> Decision:
+        """Approve or reject a pending approval; the first decision wins (`AlreadyDecided`,
+        `ApprovalNotFound`). The agent is woken with the decision."""
+        request = parse_input(
+            DecideRequest,
+            {"approval_id": approval_id, "approve": approve, "comment": comment,
+             "decided_by": decided_by},
+        )  # fmt: skip
+        handle = self._client.get_workflow_handle(self.id)
+        try:
+            return await _retrying(
+                lambda: handle.execute_update("decide", request, result_type=Decision),
+                workflow_id=self.id,
+            )
+        except (WorkflowUpdateFailedError, RPCError) as err:
+            _reraise(err, workflow_id=self.id)
+
     async def describe(self) -> AgentSummary:
         """The agent's visibility record (raises `AgentNotFound` if it never existed)."""
         try:
@@ -509,6 +647,34 @@ class AgentHandle:
             return await handle.query(name, *args, result_type=result_type, rpc_timeout=timeout)
         except (WorkflowQueryFailedError, RPCError) as err:
             _reraise(err, workflow_id=self.id)
+
+
+class _Backoff:
+    """Polling delays for a follower that could not long-poll: 0.25 s doubling to 2 s,
+    back to the start when something arrives."""
+
+    def __init__(self) -> None:
+        self.active = False
+        self._delay = 0.25
+
+    def start(self) -> None:
+        self.active = True
+
+    def reset(self) -> None:
+        self._delay = 0.25
+
+    async def wait(self) -> None:
+        await asyncio.sleep(self._delay)
+        self._delay = min(self._delay * 2, 2.0)
+
+
+def _collect_start_outcome(start: WithStartWorkflowOperation[Any, Any]) -> None:
+    """When an update-with-start fails, the SDK also fails the start operation's own future,
+    which nobody awaits: asyncio then logs "Future exception was never retrieved" for every
+    retried call. Collect it (the SDK has no public way to look without waiting)."""
+    outcome = getattr(start, "_workflow_handle", None)
+    if isinstance(outcome, asyncio.Future) and outcome.done() and not outcome.cancelled():
+        outcome.exception()
 
 
 def _summary(execution: Any) -> AgentSummary:
@@ -558,7 +724,6 @@ class Perennial:
         """Agents by type and status, through the visibility API (newest first)."""
         clauses = ["AgentType IS NOT NULL"]
         if agent_type:
-            agent_class(agent_type)
             clauses.append(f"AgentType = {_quote(agent_type)}")
         if status:
             clauses.append(f"AgentStatus = {_quote(status)}")
@@ -577,4 +742,5 @@ __all__ = [
     "AskTimedOut",
     "Perennial",
     "PerennialError",
+    "known_agent_class",
 ]

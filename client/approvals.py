@@ -17,12 +17,8 @@ import asyncio
 from datetime import timedelta
 from typing import NamedTuple
 
-from temporalio.client import WorkflowUpdateFailedError
-from temporalio.service import RPCError
-
-from client.agents import AgentHandle, AgentSummary, AgentUnreachable, Perennial, _reraise
-from workflows.errors import parse_input
-from workflows.messages import DecideRequest, Decision, PendingApproval
+from client.agents import AgentHandle, AgentSummary, AgentUnreachable, Perennial
+from workflows.messages import Decision, PendingApproval
 from workflows.visibility import AgentStatus
 
 
@@ -31,10 +27,7 @@ async def pending_approvals(
 ) -> list[PendingApproval]:
     """The agent's calls waiting for a person, oldest first (query `approvals`).
     `AgentUnreachable` if no worker answers (within `timeout`, if given)."""
-    found: list[PendingApproval] = await agent._query(
-        "approvals", None, list[PendingApproval], timeout=timeout
-    )
-    return found
+    return await agent.approvals(timeout=timeout)
 
 
 async def decide(
@@ -46,16 +39,7 @@ async def decide(
     decided_by: str | None = None,
 ) -> Decision:
     """Approve or reject a pending approval; the agent is woken with the decision."""
-    request = parse_input(
-        DecideRequest,
-        {"approval_id": approval_id, "approve": approve, "comment": comment,
-         "decided_by": decided_by},
-    )  # fmt: skip
-    handle = agent._client.get_workflow_handle(agent.id)
-    try:
-        return await handle.execute_update("decide", request, result_type=Decision)
-    except (WorkflowUpdateFailedError, RPCError) as err:
-        _reraise(err, workflow_id=agent.id)
+    return await agent.decide(approval_id, approve=approve, comment=comment, decided_by=decided_by)
 
 
 class AgentApprovals(NamedTuple):

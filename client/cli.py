@@ -9,6 +9,7 @@
     perennial events notes/alice --follow
     perennial list --type notes
     perennial rollback notes/alice 3
+    perennial recover notes/alice        bring back an agent whose run was terminated or failed
     perennial schedule notes/alice --id standup --payload "stand up" --every 3600
     perennial schedules notes/alice
     perennial unschedule notes/alice standup
@@ -184,6 +185,14 @@ async def cmd_rollback(args: argparse.Namespace, settings: Settings) -> None:
     _, agent = await _agent(args, settings)
     result = await agent.rollback(args.version)
     _emit(args, result, f"restored v{result.restored_version} as v{result.version}")
+
+
+async def cmd_recover(args: argparse.Namespace, settings: Settings) -> None:
+    _, agent = await _agent(args, settings)
+    run_id = await agent.recover()
+    _emit(args, {"id": agent.id, "run_id": run_id},
+          f"recovered {agent.id}: new run {run_id} resumes from its last good workflow task, "
+          "with the signals and updates that came after it")  # fmt: skip
 
 
 async def cmd_schedule(args: argparse.Namespace, settings: Settings) -> None:
@@ -401,6 +410,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("version", type=int)
     p.set_defaults(fn=cmd_rollback)
 
+    p = sub.add_parser("recover", help="bring back an agent whose run was terminated or failed")
+    p.add_argument("agent")
+    p.set_defaults(fn=cmd_recover)
+
     p = sub.add_parser("schedule", help="create or replace a schedule (creates the agent)")
     p.add_argument("agent")
     p.add_argument("--id", required=True, help="schedule id (an existing id is replaced)")
@@ -458,7 +471,11 @@ def main(argv: list[str] | None = None) -> None:
         ui_port=args.ui_port,
     )
     quiet = args.command == "demo" and "log_level" not in settings.model_fields_set
-    configure_logging(fmt=settings.log_format, level="WARNING" if quiet else settings.log_level)
+    configure_logging(
+        fmt=settings.log_format,
+        level="WARNING" if quiet else settings.log_level,
+        secrets=(settings.openai_api_key, settings.api_key),
+    )
     exit_process(_run(args, settings))
 
 

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import datetime
 
-from temporalio import workflow
-
 from workflows.entity import AgentWorkflow
-from workflows.messages import AgentStart, Message
+from workflows.messages import Message
 from workflows.notes import NotesAgent, NotesState
-from workflows.registry import AGENT_TYPES, register
+from workflows.registry import agent_type
 
 #: Texts starting with this always make the flaky agent's turn raise (after it mutated state).
 BOOM = "boom"
@@ -29,17 +27,12 @@ class TransientError(RuntimeError):
     pass
 
 
-@workflow.defn(name="test_flaky")
+@agent_type("test_flaky")
 class FlakyAgent(AgentWorkflow[NotesState]):
     """Notes, but a turn can fail after it has already changed the state."""
 
     state_model = NotesState
     max_versions = 4
-
-    @workflow.run
-    async def run(self, start: AgentStart) -> None:
-        self._attempted: set[str] = set()
-        await self.serve()
 
     async def on_message(self, message: Message) -> str:
         # Mutate first, then fail: the runtime must undo these changes.
@@ -49,13 +42,14 @@ class FlakyAgent(AgentWorkflow[NotesState]):
             raise ValueError(f"cannot digest {message.text!r}")
         if message.text == WALL_CLOCK:  # non-deterministic: the sandbox raises
             return f"it is {datetime.datetime.now():%H:%M}"
-        if message.text == FLAKY and message.id not in self._attempted:
-            self._attempted.add(message.id or "")
+        attempted: set[str] = self.__dict__.setdefault("_attempted", set())
+        if message.text == FLAKY and message.id not in attempted:
+            attempted.add(message.id or "")
             raise TransientError("first attempt fails")
         return f"Noted (note #{self.state.counter})."
 
 
-@workflow.defn(name="test_notes_small")
+@agent_type("test_notes_small")
 class SmallNotesAgent(NotesAgent):
     """Notes with tiny per-run limits, so continue-as-new happens every few dozen messages."""
 
@@ -67,16 +61,12 @@ class SmallNotesAgent(NotesAgent):
     force_switch_signals = 300
     force_switch_updates = 60
 
-    @workflow.run
-    async def run(self, start: AgentStart) -> None:
-        await self.serve()
-
 
 #: Iterations of the slow agent's busy loop: about 10 ms of CPU per turn.
 SLOW_TURN_WORK = 120_000
 
 
-@workflow.defn(name="test_slow")
+@agent_type("test_slow")
 class SlowAgent(AgentWorkflow[NotesState]):
     """Notes whose every turn burns ~10 ms of CPU (deterministically): a backlog of a few
     hundred messages is seconds of work, more than one workflow activation may take."""
@@ -84,9 +74,6 @@ class SlowAgent(AgentWorkflow[NotesState]):
     state_model = NotesState
     max_wakes_per_task = 50
 
-    @workflow.run
-    async def run(self, start: AgentStart) -> None:
-        await self.serve()
 
     async def on_message(self, message: Message) -> str:
         total = 0
@@ -95,11 +82,3 @@ class SlowAgent(AgentWorkflow[NotesState]):
         self.state.notes.append(message.text)
         self.state.counter += 1
         return f"Noted (note #{self.state.counter})."
-
-
-# Registering twice (the sandbox re-imports this module) must stay harmless: the registry
-# accepts the same class again, but the sandbox's re-import defines a new class object.
-for _cls in (FlakyAgent, SmallNotesAgent, SlowAgent):
-    _name = getattr(_cls, "__temporal_workflow_definition").name
-    if _name not in AGENT_TYPES:
-        register(_cls)

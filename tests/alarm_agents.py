@@ -12,8 +12,8 @@ from datetime import datetime
 from temporalio import workflow
 
 from workflows.entity import AgentWorkflow
-from workflows.messages import AgentStart, AlarmWake, Message
-from workflows.registry import AGENT_TYPES, register
+from workflows.messages import AlarmWake, Message
+from workflows.registry import agent_type
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
@@ -40,7 +40,7 @@ class RecorderState(BaseModel):
     applied: list[str] = []
 
 
-@workflow.defn(name="test_alarm_recorder")
+@agent_type("test_alarm_recorder")
 class AlarmRecorder(AgentWorkflow[RecorderState]):
     """Records every alarm it is woken with; continues as new after every 4 signals."""
 
@@ -48,11 +48,6 @@ class AlarmRecorder(AgentWorkflow[RecorderState]):
     max_signals_per_run = 4
     max_schedules = 3
     compact_idle_after = None
-
-    @workflow.run
-    async def run(self, start: AgentStart) -> None:
-        self._run = start.generation + 1
-        await self.serve()
 
     async def on_message(self, message: Message) -> str:
         if message.text.startswith(SLEEP):
@@ -68,15 +63,10 @@ class AlarmRecorder(AgentWorkflow[RecorderState]):
                 due_at=alarm.due_at,
                 fired_at=alarm.fired_at,
                 missed=alarm.missed,
-                run=self._run,
+                run=self.generation + 1,
             )
         )
         self.state.applied.append(f"alarm:{alarm.schedule_id}")
         if alarm.payload.startswith(BOOM):
             raise ValueError(f"alarm {alarm.schedule_id} went boom")
         return f"alarm {alarm.schedule_id} recorded"
-
-
-# The sandbox re-imports this module and so defines the class again: register it only once.
-if "test_alarm_recorder" not in AGENT_TYPES:
-    register(AlarmRecorder)

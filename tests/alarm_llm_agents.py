@@ -5,18 +5,16 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 from workflows.alarm_tools import ALARM_TOOLS
 from workflows.llm import LLMAgent, LLMState
-from workflows.messages import AgentStart
-from workflows.registry import AGENT_TYPES, register
+from workflows.registry import agent_type
 
 MODEL = "scripted-model"
 
 
-@workflow.defn(name="test_alarm_llm")
+@agent_type("test_alarm_llm")
 class AlarmLLMAgent(LLMAgent[LLMState]):
     """Sets, lists and cancels its own alarms with the model's tools."""
 
@@ -28,11 +26,3 @@ class AlarmLLMAgent(LLMAgent[LLMState]):
     model_retry_policy = RetryPolicy(
         initial_interval=timedelta(milliseconds=200), maximum_attempts=2
     )
-
-    @workflow.run
-    async def run(self, start: AgentStart) -> None:
-        await self.serve()
-
-
-if "test_alarm_llm" not in AGENT_TYPES:
-    register(AlarmLLMAgent)

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from temporalio import workflow
-
-from workflows.messages import AgentStart
 from workflows.notes import NotesAgent
-from workflows.registry import AGENT_TYPES, register
+from workflows.registry import agent_type
 
 
-@workflow.defn(name="test_notes_budget")
+@agent_type("test_notes_budget")
 class BudgetNotesAgent(NotesAgent):
     """Notes whose state, versions and carried inbox have tiny byte budgets."""
 
@@ -22,23 +19,10 @@ class BudgetNotesAgent(NotesAgent):
     max_signals_per_run = 60
     force_switch_signals = 60  # switch even mid-flood, so a backlog is carried
 
-    @workflow.run
-    async def run(self, start: AgentStart) -> None:
-        await self.serve()
 
-
-@workflow.defn(name="test_notes_compacting")
+@agent_type("test_notes_compacting")
 class CompactingNotesAgent(NotesAgent):
     """Notes that compact their history after 1 s idle, once the run has 30 events."""
 
     compact_idle_after = timedelta(seconds=1)
     compact_min_history_events = 30
-
-    @workflow.run
-    async def run(self, start: AgentStart) -> None:
-        await self.serve()
-
-
-for _cls in (BudgetNotesAgent, CompactingNotesAgent):
-    if getattr(_cls, "__temporal_workflow_definition").name not in AGENT_TYPES:
-        register(_cls)

@@ -17,25 +17,22 @@ from workflows.entity import AgentWorkflow
 from workflows.llm import STATE_TOOLS, ToolContext, activity_tool, workflow_tool
 from workflows.messages import (
     AgentReplyWake,
-    AgentStart,
     ChildFinishedWake,
     Message,
     PeerChangedWake,
 )
 from workflows.notes import NotesState
+from workflows.registry import agent_type
 from workflows.router import RouterAgent
 
 
-@workflow.defn(name="test_child")
+@agent_type("test_child")
 class ChildAgent(AgentWorkflow[NotesState]):
     """A worker bee. Texts starting with `fail` raise; `wait` parks the turn until signal
     `release`; anything else is answered `done: <text>`."""
 
     state_model = NotesState
 
-    @workflow.run
-    async def run(self, start: AgentStart) -> None:
-        await self.serve()
 
     @workflow.signal(name="release")
     def release(self) -> None:
@@ -102,33 +99,23 @@ class _Parent(AgentWorkflow[NotesState]):
         return "got it"
 
 
-@workflow.defn(name="test_parent")
+@agent_type("test_parent")
 class ParentAgent(_Parent):
-    @workflow.run
-    async def run(self, start: AgentStart) -> None:
-        await self.serve()
+    """A parent with the default per-run limits."""
 
 
-@workflow.defn(name="test_parent_short")
+@agent_type("test_parent_short")
 class ShortParentAgent(_Parent):
     """Continues as new after every two updates."""
 
     max_updates_per_run = 2
 
-    @workflow.run
-    async def run(self, start: AgentStart) -> None:
-        await self.serve()
 
-
-@workflow.defn(name="test_llm_parent")
+@agent_type("test_llm_parent")
 class LLMParentAgent(BaseScriptedAgent):
     instructions = "You are a manager agent."
     spawnable_agent_types = ("test_child",)
     tools = (*STATE_TOOLS, *CHILD_TOOLS, *MESSAGING_TOOLS)
-
-    @workflow.run
-    async def run(self, start: AgentStart) -> None:
-        await self.serve()
 
 
 @activity_tool(
@@ -173,25 +160,19 @@ class _Approver(BaseScriptedAgent):
     tools = (*STATE_TOOLS, wire_money, wire_money_quick, forget_everything)
 
 
-@workflow.defn(name="test_llm_approver")
+@agent_type("test_llm_approver")
 class ApproverAgent(_Approver):
-    @workflow.run
-    async def run(self, start: AgentStart) -> None:
-        await self.serve()
+    """An approver with the default per-run limits."""
 
 
-@workflow.defn(name="test_llm_approver_short")
+@agent_type("test_llm_approver_short")
 class ShortApproverAgent(_Approver):
     """Continues as new after every two updates."""
 
     max_updates_per_run = 2
 
-    @workflow.run
-    async def run(self, start: AgentStart) -> None:
-        await self.serve()
 
-
-@workflow.defn(name="test_router")
+@agent_type("test_router")
 class TestRouter(RouterAgent, BaseScriptedAgent):
     routes = {
         "notes": "Writes down whatever it is sent.",
@@ -199,16 +180,3 @@ class TestRouter(RouterAgent, BaseScriptedAgent):
         "test_parent": "Manages other agents.",
     }
     route_timeout = timedelta(seconds=2)
-
-    @workflow.run
-    async def run(self, start: AgentStart) -> None:
-        await self.serve()
-
-
-if not workflow.unsafe.in_sandbox():
-    from workflows.registry import AGENT_TYPES, register
-
-    for _cls in (ChildAgent, ParentAgent, ShortParentAgent, LLMParentAgent, ApproverAgent,
-                 ShortApproverAgent, TestRouter):  # fmt: skip
-        if getattr(_cls, "__temporal_workflow_definition").name not in AGENT_TYPES:
-            register(_cls)

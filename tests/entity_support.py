@@ -101,3 +101,16 @@ def task_failure_causes(events: list[HistoryEvent]) -> list[str]:
         for e in events
         if e.event_type == TASK_FAILED
     ]
+
+
+#: Workflow task failures the server causes under load and the agent recovers from: a task
+#: force-closed by a flood of signals, a continue-as-new raced by new messages.
+SERVER_RECOVERED_CAUSES = frozenset(
+    {"WORKFLOW_TASK_FAILED_CAUSE_FORCE_CLOSE_COMMAND", "WORKFLOW_TASK_FAILED_CAUSE_UNHANDLED_COMMAND"}
+)
+
+
+def worker_task_failures(events: list[HistoryEvent]) -> list[str]:
+    """Workflow task failures the agent's own code caused: an input that breaks a task would
+    show here, on every retry."""
+    return [cause for cause in task_failure_causes(events) if cause not in SERVER_RECOVERED_CAUSES]

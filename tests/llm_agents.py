@@ -12,7 +12,6 @@ from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import Field
-from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 from workflows.llm import (
@@ -25,7 +24,7 @@ from workflows.llm import (
     ToolError,
     activity_tool,
 )
-from workflows.messages import AgentStart
+from workflows.registry import agent_type
 
 MODEL = "scripted-model"
 
@@ -102,50 +101,27 @@ class BaseScriptedAgent(LLMAgent[LLMState]):
     )
 
 
-@workflow.defn(name="test_llm")
+@agent_type("test_llm")
 class ScriptedAgent(BaseScriptedAgent):
-    @workflow.run
-    async def run(self, start: AgentStart) -> None:
-        await self.serve()
+    """The scripted LLM agent with the default limits."""
 
 
-@workflow.defn(name="test_llm_short_runs")
+@agent_type("test_llm_short_runs")
 class ShortRunsAgent(BaseScriptedAgent):
     """Continues as new after every few updates, to test what crosses the switch."""
 
     max_updates_per_run = 2
 
-    @workflow.run
-    async def run(self, start: AgentStart) -> None:
-        await self.serve()
 
-
-@workflow.defn(name="test_llm_small_window")
+@agent_type("test_llm_small_window")
 class SmallWindowAgent(BaseScriptedAgent):
     """Sends at most a few exchanges: older ones are dropped from the context."""
 
     context_window = ContextWindow(max_items=6, max_chars=10_000)
 
-    @workflow.run
-    async def run(self, start: AgentStart) -> None:
-        await self.serve()
 
-
-@workflow.defn(name="test_llm_no_tools")
+@agent_type("test_llm_no_tools")
 class NoToolsAgent(BaseScriptedAgent):
     """No tools: its first requests are small enough to travel inline."""
 
     tools = ()
-
-    @workflow.run
-    async def run(self, start: AgentStart) -> None:
-        await self.serve()
-
-
-# The sandbox re-imports this module for every workflow run; the registry is the worker's and
-# the client's, so register once, outside it (and skip importing the registry in there).
-if not workflow.unsafe.in_sandbox():
-    from workflows.registry import register
-
-    for _cls in (ScriptedAgent, ShortRunsAgent, SmallWindowAgent, NoToolsAgent):
-        register(_cls)

@@ -11,7 +11,7 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.worker import Worker
 
 import tests.agents  # noqa: F401  (registers the test agent types before a worker is built)
-from client import AgentHandle, AgentNotFound, Perennial
+from client import AgentHandle, AgentNotFound, AgentStopped, Perennial
 from tests.conftest import eventually
 from tests.entity_support import history, unique
 
@@ -74,11 +74,12 @@ async def test_send_creates_the_agent(perennial: Perennial, worker: Worker) -> N
     assert page.events[0].sender == "bob"
 
 
-async def test_a_handle_calls_its_agent_directly_once_seen_and_recreates_it_when_gone(
+async def test_a_handle_calls_its_agent_directly_once_seen_and_never_recreates_a_stopped_one(
     perennial: Perennial, worker: Worker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Get-or-create on the first call only: later calls through the same handle are plain
-    signals and updates; when the agent is gone they fall back to creating it again."""
+    signals and updates. A terminated agent is not started again from empty by the next send
+    or ask: they raise AgentStopped, and `recover` brings the agent back with its state."""
     with_start: list[str] = []
     client = perennial.client
     start_workflow, update_with_start = client.start_workflow, client.execute_update_with_start_workflow
@@ -100,16 +101,15 @@ async def test_a_handle_calls_its_agent_directly_once_seen_and_recreates_it_when
     assert with_start == ["signal"]
 
     await client.get_workflow_handle(agent.id).terminate(reason="test: the agent is gone")
-    await agent.send("four")  # NOT_FOUND for the signal, then signal-with-start: a new run
-    assert with_start == ["signal", "signal"]
+    with pytest.raises(AgentStopped, match="was terminated: test: the agent is gone"):
+        await agent.send("four")  # NOT_FOUND for the signal, then a refused signal-with-start
+    with pytest.raises(AgentStopped, match="perennial recover"):
+        await perennial.agent("notes", agent.name).ask("five")  # a fresh handle: the same
+    assert (await agent.state_view()).state["notes"] == ["one", "two", "three"]
 
-    async def recreated() -> bool:
-        return (await agent.state_view()).state["notes"] == ["four"]
-
-    await eventually(recreated)
-    await client.get_workflow_handle(agent.id).terminate(reason="test: gone again")
-    assert (await agent.ask("five")).reply == "Noted (note #1)."
-    assert with_start == ["signal", "signal", "update"]
+    await agent.recover()
+    assert (await agent.ask("six")).reply == "Noted (note #4)."
+    assert (await agent.state_view()).state["notes"] == ["one", "two", "three", "six"]
 
 
 async def test_ask_reply_carries_text_version_and_id(perennial: Perennial, worker: Worker) -> None:

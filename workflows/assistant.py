@@ -8,11 +8,9 @@ The model is the worker's default (`OPENAI_MODEL`) at any OpenAI-compatible endp
 
 from __future__ import annotations
 
-from temporalio import workflow
-
 from workflows.alarm_tools import ALARM_TOOLS
 from workflows.llm import CONTEXT_TOOLS, STATE_TOOLS, LLMAgent, LLMState
-from workflows.messages import AgentStart
+from workflows.registry import agent_type
 
 INSTRUCTIONS = """\
 You are a concise, friendly personal assistant with a long-term memory.
@@ -28,7 +26,7 @@ schedule_alarm; when the alarm goes off, tell the user what it was for.
 - Keep answers short. Do not mention your tools unless asked."""
 
 
-@workflow.defn(name="assistant")
+@agent_type("assistant")
 class AssistantAgent(LLMAgent[LLMState]):
     """Talks with a model; remembers through the state tools; sets its own reminders."""
 
@@ -36,6 +34,3 @@ class AssistantAgent(LLMAgent[LLMState]):
     instructions = INSTRUCTIONS
     tools = (*STATE_TOOLS, *CONTEXT_TOOLS, *ALARM_TOOLS)
 
-    @workflow.run
-    async def run(self, start: AgentStart) -> None:
-        await self.serve()

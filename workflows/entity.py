@@ -2,47 +2,58 @@
 
 An agent type subclasses `AgentWorkflow`, names its state model, and implements `on_message`:
 
-    @workflow.defn(name="notes")
+    @agent_type("notes")
     class NotesAgent(AgentWorkflow[NotesState]):
         state_model = NotesState
-
-        @workflow.run
-        async def run(self, start: AgentStart) -> None:
-            await self.serve()
 
         async def on_message(self, message: Message) -> str:
             ...
 
-The base class owns everything else: the inbox (handlers only enqueue; one loop applies one
-wake at a time, in arrival order), duplicate suppression, state versions and rollback, the event
-log, search attributes and current details, and continue-as-new before any per-run limit.
+`AgentWorkflow` is a small loop that applies one wake at a time from its inbox, commits each
+turn's state as a version, and records events; everything else is a part it owns
+(`workflows.parts`): the dedup window, the event log, the versions, the publisher, the run
+budget, and one part per feature (alarms, children, messaging, observing, approvals). Wire
+handlers stay thin: they decode their argument strictly (`workflows.payloads`), hand it to the
+part that owns it, and only ever enqueue.
+
+Inputs never break an agent: every argument is bounded and strictly typed before it can reach
+a command, a signal that cannot be applied becomes a `rejected` event, an update is refused
+with a typed error before it enters history, and a start input the agent cannot start from
+fails the run at once (`InvalidStart`), so the name stays usable.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
-from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
-from typing import Any, ClassVar, Generic, TypeVar, assert_never
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any, ClassVar, Generic, Literal, TypeVar, assert_never
 
+from pydantic import ValidationError
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RawValue, RetryPolicy
 
-from workflows.alarms import Alarms
+from workflows.alarms import AlarmLimits, Alarms
 from workflows.approvals import Approvals
 from workflows.children import Children
 from workflows.clock import seconds_until
 from workflows.dedup import SeenWindow
 from workflows.errors import (
+    AgentBusy,
     InvalidMessage,
+    InvalidSchedule,
+    InvalidStart,
     PerennialError,
     StateTooLarge,
     TurnFailed,
+    UsageError,
     parse_input,
+    summarize,
     to_application_error,
 )
 from workflows.eventlog import EventLog
+from workflows.inbox import Inbox
 from workflows.messages import (
     MAX_TEXT_CHARS,
     AgentReplyWake,
@@ -50,21 +61,32 @@ from workflows.messages import (
     AlarmWake,
     ApprovalWake,
     AskReply,
+    CancelScheduleRequest,
     ChildFinishedWake,
+    ChildRecord,
     ContinuedAsNewEvent,
+    DecideRequest,
+    Decision,
     Event,
     EventsPage,
     EventsQuery,
     Message,
     MessageWake,
     PeerChangedWake,
-    ReceivedEvent,
-    RejectedEvent,
+    PendingApproval,
+    PendingAsk,
     RollbackRequest,
     RollbackResult,
     RollbackWake,
     RolledBackEvent,
+    Schedule,
+    ScheduleList,
+    ScheduleRequest,
+    ScheduleResult,
+    SendReceipt,
     StateView,
+    Subscription,
+    SubscriptionCheck,
     TurnEvent,
     TurnFailedEvent,
     WaitEventsRequest,
@@ -72,18 +94,14 @@ from workflows.messages import (
     preview,
 )
 from workflows.messaging import Messaging
-from workflows.observing import Observing
+from workflows.observing import CONFIRM_SUBSCRIPTION_QUERY, Observing
 from workflows.packing import pack_carried, unpack_carried
-from workflows.versions import Versions, json_size
-from workflows.visibility import (
-    AGENT_LAST_ACTIVE,
-    AGENT_NAME,
-    AGENT_STATUS,
-    AGENT_TYPE,
-    AGENT_VERSION,
-    AgentStatus,
-    split_agent_id,
-)
+from workflows.parts import AgentContext, Part, SignalHandler, overrides
+from workflows.payloads import MISSING, decode
+from workflows.publisher import Publisher, PublishPolicy
+from workflows.run_budget import NEXT_TASK_ACTIVITY, RunBudget, RunLimits
+from workflows.versions import Versions
+from workflows.visibility import AgentStatus, split_agent_id
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
@@ -94,191 +112,236 @@ StateT = TypeVar("StateT", bound=BaseModel)
 #: workflow task (so a fixed deploy can resume it), never be turned into a failed turn.
 _CODE_ERRORS = (workflow.NondeterminismError, workflow.ReadOnlyContextError)
 
-
-_KEYS: dict[str, Any] = {
-    key.name: key for key in (AGENT_TYPE, AGENT_NAME, AGENT_STATUS, AGENT_VERSION)
-}
-
 #: JSON characters of a message besides the contents of its strings (see `check_message`).
 _MESSAGE_KEYS_CHARS = len(Message.model_construct(text="").model_dump_json())
 
+#: The wire signal that delivers a message.
+MESSAGE_SIGNAL = "message"
 
-#: Patch ids (workflow.patched): each marks a change in the commands agents emit, so that
-#: agents whose history predates it keep replaying the old way.
-#: Leaner history per wake: no "working" upsert per wake, none at start with work queued, and
-#: the idle-compaction check on a clock instead of a timer started and cancelled per wake.
-_PATCH_LEAN = "perennial-lean-history-per-wake"
-#: Search attributes written behind (at most one upsert per `publish_interval`) and seeded
-#: from the ones a run starts with. Implies the lean history above: a run checks this patch
-#: first, so a new run records one patch marker, not two (the SDK adds a
-#: TemporalChangeVersion upsert, a visibility write, for every patch a run records).
-_PATCH_WRITE_BEHIND = "perennial-write-behind-search-attributes"
-#: Continue-as-new waits for a workflow task that brought no new messages (see
-#: `_may_switch_now`). Implies both patches above (checked first, one marker per new run).
-_PATCH_QUIET_SWITCH = "perennial-switch-between-arrivals"
-#: Search attributes written behind only past `publish_burst` upserts per `publish_interval`
-#: (was: past one), a version-only change at most once per `publish_version_interval`, and
-#: what an alarm turn changed published after it (see `_apply`). Implies the three patches
-#: above (checked first, one marker per new run).
-_PATCH_PUBLISH_IN_BURSTS = "perennial-publish-in-bursts-alarms-behind"
-#: `_next_task` with nothing arriving is started by a no-op activity instead of a timer.
-#: Implies all four patches above (checked first, one marker per new run).
-_PATCH_PACED_BY_ACTIVITY = "perennial-backlog-paced-by-activity"
-_PATCH_BOUNDED_TASKS = "perennial-bounded-workflow-tasks"
-
-#: The no-op activity whose completion starts an agent's next workflow task (activities.pacing).
-NEXT_TASK_ACTIVITY = "perennial.next_task"
+__all__ = ["MESSAGE_SIGNAL", "NEXT_TASK_ACTIVITY", "AgentWorkflow"]
 
 
-def _ignore_outcome(task: asyncio.Future[Any]) -> None:
-    """Retrieve a pacing activity's outcome (a timeout is harmless), so it is not reported as
-    never retrieved."""
-    if not task.cancelled():
-        task.exception()
-
-
-class _Pending:
-    """A queued request whose outcome one or more `ask`/`rollback` callers may await."""
-
-    __slots__ = ("waiters", "outcome")
-
-    def __init__(self) -> None:
-        self.waiters = 0
-        self.outcome: AskReply | RollbackResult | PerennialError | None = None
-
-
-class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[StateT]):
-    """Base of every agent type. Subclasses set `state_model`, define `run` (calling
-    `serve()`), and implement `on_message` (and, if alarms should do something other than
-    arrive as messages, `on_alarm`). The class attributes below (and those of `Alarms`:
-    `max_schedules`, `min_every_seconds`) are the knobs."""
+class AgentWorkflow(Generic[StateT]):
+    """Base of every agent type. Subclasses set `state_model` and implement `on_message` (and
+    optionally the other `on_*` hooks); `perennial.agent_type` makes one a workflow. The class
+    attributes below are the knobs."""
 
     state_model: ClassVar[type[BaseModel]]
+    #: The agent type's name (set by `agent_type`; the workflow type name).
+    agent_type_name: ClassVar[str]
 
+    # --- state and history kept per agent
     #: Committed versions kept for rollback (each is a full copy of the state).
     max_versions: ClassVar[int] = 10
     #: Events kept in the log (older ones are dropped; offsets keep counting).
     event_log_size: ClassVar[int] = 500
     #: Message ids remembered for duplicate suppression (with their replies).
     dedup_window: ClassVar[int] = 2_000
+
+    # --- messages
     #: Longest message text accepted.
     max_text_chars: ClassVar[int] = MAX_TEXT_CHARS
-    #: Largest message accepted, as JSON (text, sender, id and data together).
+    #: Largest message accepted, as JSON (text, sender, id and data together), by update.
     max_message_bytes: ClassVar[int] = 128 * 1024
-    #: Continue-as-new thresholds for one run. The dev server rejects a run's 10,001st signal
-    #: and 2,001st update; replay costs ~0.4 ms per event, so shorter runs also wake faster.
+    #: Largest message accepted by signal. A signal cannot be refused: it is in history
+    #: before the agent sees it. At most 100 signals wait behind a running workflow task (the
+    #: server's buffered-events limit), so 16 KiB keeps them under its 2 MiB buffered-bytes
+    #: limit too; larger messages go by update (`send`, `ask`), which can be refused.
+    max_signal_message_bytes: ClassVar[int] = 16 * 1024
+
+    # --- the run budget (see workflows.run_budget)
+    #: Continue-as-new past these, at a quiet moment. The dev server rejects a run's
+    #: 10,001st signal and 2,001st update; shorter runs also wake faster after eviction.
     max_history_events: ClassVar[int] = 2_500
+    max_history_bytes: ClassVar[int] = 8 * 1024 * 1024
     max_signals_per_run: ClassVar[int] = 5_000
     max_updates_per_run: ClassVar[int] = 1_000
-    #: Past those, the switch waits for a workflow task that brought no new message: the
-    #: server refuses a continue-as-new while messages arrive during its task, the worker
-    #: then replays the whole run, and under a flood that replay let >100 signals pile up,
-    #: which made the server fail the next task too, over and over (measured: 6,000 messages
-    #: flooded into one agent at 90-230/s with the switch in mid-flood, ~535/s without).
-    #: Only past these does it switch in the middle of a flood anyway: a run's tasks grow
-    #: slower as it grows (at ~7,000 events a task took long enough for 100 signals to pile
-    #: up under a flood of ~550/s), and the server refuses a run's 10,001st signal.
+    #: ... and past these at once, even in the middle of a flood.
     force_switch_signals: ClassVar[int] = 6_000
     force_switch_updates: ClassVar[int] = 1_800
     force_switch_history_events: ClassVar[int] = 6_000
-    force_switch_history_bytes: ClassVar[int] = 20 * 1024 * 1024
-    #: An idle agent whose run has at least this many events continues-as-new after this long
-    #: without work, so a hibernated agent replays a short history when it wakes.
+    force_switch_history_bytes: ClassVar[int] = 16 * 1024 * 1024
+    #: Updates that would grow the run's history past this are refused (`AgentBusy`; the
+    #: client retries after the switch), far below the server's 50 MB history limit.
+    refuse_updates_history_bytes: ClassVar[int] = 24 * 1024 * 1024
+    #: An idle agent whose run replays at least this many events continues as new after
+    #: this long without work, so a hibernated agent replays a short history when it wakes.
     compact_idle_after: ClassVar[timedelta | None] = timedelta(seconds=30)
     compact_min_history_events: ClassVar[int] = 200
-    #: Wakes applied in one workflow task before the loop ends that task (with a 1 ms timer)
-    #: and goes on in the next. Without a cap, a backlog (a flood of signals, a carried inbox,
-    #: messages queued while no worker ran) is applied in one activation: past the SDK's 2 s
-    #: deadlock timeout that task fails on every attempt (the agent is stuck for good), and
-    #: under a flood the server fails a task once ~100 signals are buffered behind it.
+    #: Wakes applied in one workflow task before the loop lets the task end.
     max_wakes_per_task: ClassVar[int] = 100
-    #: Byte budgets. Continue-as-new carries the state's kept versions, the inbox, the dedup
-    #: window and the event-log tail in one payload, and Temporal refuses payloads over 2 MB
-    #: (the agent would be stuck for good). A turn that leaves the state larger than
-    #: `max_state_bytes` fails (StateTooLarge) and is rolled back; older versions, older
-    #: dedup entries and, before the switch, inbox wakes (by applying them) give way to fit.
+
+    # --- byte budgets of what continue-as-new carries (Temporal refuses payloads over 2 MB)
+    #: A turn that leaves the state larger fails (StateTooLarge) and is rolled back.
     max_state_bytes: ClassVar[int] = 256 * 1024
     max_versions_bytes: ClassVar[int] = 768 * 1024
     max_dedup_bytes: ClassVar[int] = 256 * 1024
     max_carried_inbox_bytes: ClassVar[int] = 384 * 1024
-    #: Default and longest wait of `wait_events`.
+
+    # --- reads
+    #: Default wait of `wait_events` (at most 60 s), and how many may wait at once: each
+    #: holds one of the workflow's 10 in-flight update slots, which writes need.
     wait_events_default_seconds: ClassVar[float] = 30.0
-    #: Search attributes are written behind: at most `publish_burst` upserts per interval.
-    #: Changes within the budget are upserted at once; later ones in the interval are
-    #: coalesced into one upsert at its end (one timer). Each upsert is a visibility write
-    #: on the server: one per turn made a stream of asks ~15% slower end to end. The state
-    #: query is always current; the visibility API lags by at most this much.
+    max_event_waiters: ClassVar[int] = 3
+
+    # --- search attributes (see workflows.publisher)
     publish_interval: ClassVar[timedelta] = timedelta(seconds=2)
-    #: Two, not one: an agent that changes now and then (a message, an alarm a few seconds
-    #: after it was scheduled) publishes in the task that made the change. With one, such a
-    #: change waited for a timer: a workflow task more per change, and for a crowd of alarms
-    #: due together, that many more tasks competing with the alarms themselves.
     publish_burst: ClassVar[int] = 2
-    #: A change of the version alone (a busy agent's turns; its status stays the same) is
-    #: upserted at most once per this interval. Measured (100 agents, 40 messages each):
-    #: upserting at the 2 s budget made ~one visibility write per workflow task and the
-    #: flood ran at ~0.7x raw; with next to no upserts it ran at 0.9-1.0x.
     publish_version_interval: ClassVar[timedelta] = timedelta(seconds=10)
 
+    # --- features
+    #: Most schedules one agent may have at once; shortest `every_seconds`; longest payload.
+    max_schedules: ClassVar[int] = 100
+    min_every_seconds: ClassVar[float] = 1.0
+    max_schedule_payload_chars: ClassVar[int] = 4_000
+    #: Child tasks in flight; agent types the model may spawn (code is not limited).
+    max_children: ClassVar[int] = 100
+    spawnable_agent_types: ClassVar[tuple[str, ...]] = ()
+    #: `ask_agent` requests waiting for answers; their default deadline; delivery.
+    max_pending_asks: ClassVar[int] = 100
+    ask_timeout: ClassVar[timedelta] = timedelta(minutes=5)
+    delivery_timeout: ClassVar[timedelta] = timedelta(seconds=30)
+    delivery_retry_policy: ClassVar[RetryPolicy] = RetryPolicy(
+        initial_interval=timedelta(milliseconds=500),
+        backoff_coefficient=2.0,
+        maximum_interval=timedelta(seconds=10),
+        maximum_attempts=10,
+    )
+    #: Agents this one may observe, and (confirmed) agents that may observe it.
+    max_observing: ClassVar[int] = 32
+    max_observers: ClassVar[int] = 32
+    #: Pending approvals; decisions remembered (a late second `decide` gets AlreadyDecided).
+    max_pending_approvals: ClassVar[int] = 100
+    decisions_kept: ClassVar[int] = 200
+
     @workflow.init
-    def __init__(self, start: AgentStart) -> None:
+    def __init__(self, start: RawValue = MISSING) -> None:
         info = workflow.info()
-        # The run's Info, kept: its history-length / continue-as-new methods read the live
-        # values, and `workflow.info()` itself is a runtime lookup (several per message).
         self._info = info
         self.agent_type = info.workflow_type
         self.agent_name = split_agent_id(info.workflow_id, info.workflow_type)
-        self._generation = start.generation
-        self._lean = False
-        self._compaction_clock: asyncio.Task[None] | None = None
-        self._compaction_tick = False
-        self._applied_this_run = 0
-        start = unpack_carried(start)
+        carried, self._bad_start = self._read_start(start)
+        self._generation = carried.generation
         self._versions = Versions(
-            keep=self.max_versions, max_bytes=self.max_versions_bytes, snapshots=start.snapshots
+            keep=self.max_versions, max_bytes=self.max_versions_bytes, snapshots=carried.snapshots
         )
         if self._versions.empty:
             self._versions.commit(self.initial_state().model_dump_json())
         self.state: StateT = self._restore(self._versions.current_json)
-        self._run_start_version = self.version  # AgentLastActive moves once this changes
-        self._inbox: deque[Wake] = deque(start.inbox)
-        self._pending: dict[str, _Pending] = {
-            wake.message.id: _Pending()
-            for wake in start.inbox
-            if isinstance(wake, MessageWake) and wake.message.id
-        }
-        self._seen = SeenWindow(
-            capacity=self.dedup_window, max_bytes=self.max_dedup_bytes, seen=start.seen
-        )
-        self._init_alarms(start)
         self._events = EventLog(
-            capacity=self.event_log_size, events=start.events, next_offset=start.next_offset
+            capacity=self.event_log_size, events=carried.events, next_offset=carried.next_offset
         )
-        self._init_children(start)
-        self._init_messaging(start)
-        self._init_approvals(start)
-        self._init_observing(start)
+        self._seen = SeenWindow(
+            capacity=self.dedup_window, max_bytes=self.max_dedup_bytes, seen=carried.seen
+        )
+        self._inbox = Inbox(carried.inbox, seen=self._seen, events=self._events)
+        self._budget = RunBudget(self._run_limits(), info)
+        self._build_parts(carried)
         self._busy = False
         self._draining = False
-        self._signals_this_run = 0
-        self._updates_this_run = 0
-        self._arrival_task = -1  # history length of the workflow task the last message came in
-        self._quiet_switch = False
-        self._write_behind = False
-        self._published: dict[str, Any] = {}  # search attributes as last upserted
-        self._wanted: dict[str, Any] = {}  # and as they should be
-        self._active_at: datetime | None = None  # when the published version was committed
-        self._upserts: deque[datetime] = deque()  # times of the latest upserts, newest last
-        self._publish_in_bursts = False
-        self._paced_by_activity = False
-        self._publish_behind = False  # the next changes are written behind (an alarm turn's)
-        # The timer that publishes after the next alarm, armed before it is due: (due, task).
-        self._prearmed: tuple[datetime, asyncio.Task[None]] | None = None
-        self._publisher: asyncio.Task[None] | None = None  # the pending upsert, written behind
-        self._publisher_due = datetime.min
-        self._task_history_length = 0
-        self._wakes_in_task = 0
-        self._idle_since: datetime | None = None
+        self._event_waiters = 0
+
+    def _read_start(self, raw: RawValue) -> tuple[AgentStart, InvalidStart | None]:
+        """The start input, or (an empty start, why it is unusable): the run then fails at
+        once instead of failing its first workflow task forever."""
+        try:
+            carried = unpack_carried(decode(raw, AgentStart, error=InvalidStart, default=AgentStart()))
+            for snapshot in carried.snapshots[-1:]:  # the state it would restore must load
+                self._restore(snapshot.state_json)
+        except InvalidStart as err:
+            return AgentStart(), err
+        except Exception as err:  # a snapshot or packed bulk that is bad
+            detail = summarize(err) if isinstance(err, ValidationError) else str(err)[:200]
+            return AgentStart(), InvalidStart(f"invalid AgentStart: {type(err).__name__}: {detail}")
+        return carried, None
+
+    def _run_limits(self) -> RunLimits:
+        return RunLimits(
+            max_history_events=self.max_history_events,
+            max_history_bytes=self.max_history_bytes,
+            max_signals_per_run=self.max_signals_per_run,
+            max_updates_per_run=self.max_updates_per_run,
+            force_switch_signals=self.force_switch_signals,
+            force_switch_updates=self.force_switch_updates,
+            force_switch_history_events=self.force_switch_history_events,
+            force_switch_history_bytes=self.force_switch_history_bytes,
+            refuse_updates_history_bytes=self.refuse_updates_history_bytes,
+            max_wakes_per_task=self.max_wakes_per_task,
+            compact_idle_after=self.compact_idle_after,
+            compact_min_history_events=self.compact_min_history_events,
+        )
+
+    def _build_parts(self, carried: AgentStart) -> None:
+        ctx = AgentContext(
+            agent_id=self._info.workflow_id,
+            agent_type=self.agent_type,
+            task_queue=self._info.task_queue,
+            events=self._events,
+            inbox=self._inbox,
+            version=lambda: self._versions.version,
+        )
+        self._ctx = ctx
+        self._alarms = Alarms(
+            ctx,
+            carried.alarms,
+            limits=AlarmLimits(
+                max_schedules=self.max_schedules,
+                min_every_seconds=self.min_every_seconds,
+                max_payload_chars=self.max_schedule_payload_chars,
+            ),
+            inbox=self._inbox,
+        )
+        self._children = Children(
+            ctx, carried.children, max_children=self.max_children, parse_message=self._parse_message
+        )
+        self._messaging = Messaging(
+            ctx,
+            carried.messaging,
+            max_pending_asks=self.max_pending_asks,
+            delivery_timeout=self.delivery_timeout,
+            delivery_retry_policy=self.delivery_retry_policy,
+            parse_message=self._parse_message,
+        )
+        self._observing = Observing(
+            ctx,
+            carried.observing,
+            inbox=self._inbox,
+            max_observing=self.max_observing,
+            max_observers=self.max_observers,
+        )
+        self._approvals = Approvals(
+            ctx, carried.approvals, keep=self.decisions_kept, max_pending=self.max_pending_approvals
+        )
+        #: Idle status: the first part with a say wins (a waiting approval beats an alarm).
+        self._parts: tuple[Part, ...] = (
+            self._approvals,
+            self._alarms,
+            self._children,
+            self._messaging,
+            self._observing,
+        )
+        self._turn_parts = [
+            p for p in self._parts if overrides(p, "begin_turn") or overrides(p, "end_turn")
+        ]
+        self._signal_handlers: dict[str, SignalHandler] = {MESSAGE_SIGNAL: self._on_message}
+        for part in self._parts:
+            self._signal_handlers.update(part.signals())
+        self._publisher = Publisher(
+            agent_type=self.agent_type,
+            agent_name=self.agent_name,
+            policy=PublishPolicy(
+                interval=self.publish_interval,
+                burst=self.publish_burst,
+                version_interval=self.publish_version_interval,
+            ),
+            version=lambda: self._versions.version,
+            details=self._status_line,
+            next_alarm=self._alarms.next_due,
+        )
+        task = carried.children.task
+        if task is not None and carried.generation == 0:
+            # A child's task is its first message; a later run finds it in the carried inbox.
+            self._inbox.admit(task.message, awaited=False, now=workflow.now())
 
     # ------------------------------------------------------------------ for agent types
 
@@ -290,76 +353,287 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
         """Apply one message to `self.state` and return the reply. Raising fails the turn:
         the state is restored to the last committed version and `ask` callers get
         `TurnFailed`."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} does not implement on_message")
+
+    async def on_alarm(self, alarm: AlarmWake) -> str | None:
+        """Apply a due alarm; the default hands it to `on_message` as `alarm.as_message()`:
+        text = payload, sender `alarm:<schedule id>`, data = due time, fire time, missed."""
+        return await self.on_message(alarm.as_message())
+
+    async def on_child_finished(self, wake: ChildFinishedWake) -> str | None:
+        """Apply a child's report; the default hands it to `on_message`."""
+        return await self.on_message(wake.as_message())
+
+    async def on_agent_reply(self, wake: AgentReplyWake) -> str | None:
+        """Apply an answer to `ask_agent` (or its timeout); the default hands it to
+        `on_message`."""
+        return await self.on_message(wake.as_message())
+
+    async def on_peer_changed(self, wake: PeerChangedWake) -> str | None:
+        """Apply an observed agent's change; the default hands it to `on_message`."""
+        return await self.on_message(wake.as_message())
+
+    async def on_approval(self, wake: ApprovalWake) -> str | None:
+        """Apply a decision on a call that waited for a person; the default hands it to
+        `on_message`."""
+        return await self.on_message(wake.as_message())
 
     @property
     def version(self) -> int:
         """The last committed state version."""
         return self._versions.version
 
+    @property
+    def generation(self) -> int:
+        """How many runs this agent had before this one (continue-as-new starts a run)."""
+        return self._generation
+
+    def record(self, kind: type[Event], **fields: Any) -> int:  # type: ignore[valid-type]
+        """Add an event to this agent's log, stamped now; returns its offset."""
+        return self._ctx.record(kind, **fields)
+
+    def show(self, doing: str) -> None:
+        """Say what the agent is doing in its current details (Web UI, `describe`)."""
+        self._publisher.show(doing)
+
+    def mark_working(self) -> None:
+        """Publish AgentStatus 'working': call it when a turn is about to wait (for an
+        activity, a child, a timer), so `AgentStatus='working'` finds agents mid-turn."""
+        self._publisher.working()
+
+    # Schedules (see workflows.alarms). Changes a turn makes are undone if the turn fails.
+
+    def add_schedule(
+        self, request: ScheduleRequest, *, created_by: str | None = None
+    ) -> ScheduleResult:
+        """Create a schedule, or replace the one with its id (`InvalidSchedule`,
+        `TooManySchedules`)."""
+        return self._alarms.store(self._alarms.plan(request, created_by=created_by), by_turn=True)
+
+    def cancel_schedule(self, schedule_id: str) -> Schedule:
+        """Remove a pending schedule and return it (`ScheduleNotFound`)."""
+        return self._alarms.drop(schedule_id, by_turn=True)
+
+    def list_schedules(self) -> list[Schedule]:
+        """The pending schedules, soonest first."""
+        return self._alarms.entries()
+
+    @property
+    def next_alarm(self) -> Schedule | None:
+        return self._alarms.earliest()
+
+    # Children (see workflows.children).
+
+    async def spawn_child(
+        self, agent_type: str, name: str, task: str, *, keep: bool = False, data: Any = None
+    ) -> ChildRecord:
+        """Start `{agent_type}/{name}` as a child whose first message is `task`; this agent
+        is woken with a `child_finished` wake when the task ends. `keep=True`: the child lives
+        on afterwards. Raises `InvalidMessage`, `InvalidRequest`, `ChildAlreadyRunning`,
+        `LimitExceeded`. The agent type is not checked here (workflow code cannot see the
+        worker's registry). A turn that spawns and then fails leaves the child running."""
+        return await self._children.spawn(agent_type, name, task, keep=keep, data=data)
+
+    async def cancel_child(self, child_id: str) -> ChildRecord:
+        """Ask a child to cancel its task (`ChildNotFound` if none is in flight)."""
+        return await self._children.cancel(child_id)
+
+    @property
+    def children(self) -> list[ChildRecord]:
+        """The children whose tasks are in flight, oldest first."""
+        return self._children.in_flight
+
+    # Messages to other agents (see workflows.messaging).
+
+    async def send_to_agent(
+        self, agent_type: str, name: str, text: str, *, data: Any = None
+    ) -> str:
+        """Deliver `text` into `{agent_type}/{name}`'s inbox (creating it if needed); returns
+        the message id. Raises `InvalidMessage`, `UnknownAgentType`, `DeliveryFailed`."""
+        return await self._messaging.send(agent_type, name, text, data=data)
+
+    async def ask_agent(
+        self,
+        agent_type: str,
+        name: str,
+        text: str,
+        *,
+        timeout_seconds: float | None = None,
+        data: Any = None,
+    ) -> PendingAsk:
+        """Ask `{agent_type}/{name}` and return at once; this agent is woken with an
+        `agent_reply` wake when the answer arrives or the ask times out."""
+        return await self._messaging.ask(
+            agent_type, name, text, timeout=self._ask_timeout(timeout_seconds), data=data
+        )
+
+    async def ask_agent_and_wait(
+        self,
+        agent_type: str,
+        name: str,
+        text: str,
+        *,
+        timeout_seconds: float | None = None,
+        data: Any = None,
+    ) -> AgentReplyWake:
+        """Ask, and wait inside the running turn for the answer (or the timeout: status
+        `timed_out`); no wake is queued. The agent handles nothing else meanwhile."""
+        ask = await self._messaging.ask(
+            agent_type,
+            name,
+            text,
+            timeout=self._ask_timeout(timeout_seconds),
+            data=data,
+            in_turn=True,
+        )
+        return await self._messaging.wait_for(ask.correlation_id)
+
+    def _ask_timeout(self, seconds: float | None) -> timedelta:
+        return self.ask_timeout if seconds is None else timedelta(seconds=seconds)
+
+    @property
+    def pending_asks(self) -> list[PendingAsk]:
+        return self._messaging.pending
+
+    # Observing other agents (see workflows.observing).
+
+    async def observe(
+        self,
+        agent_type: str,
+        name: str,
+        *,
+        watch: Literal["state", "events"] = "state",
+        debounce_seconds: float = 2.0,
+    ) -> Subscription:
+        """Be woken with `peer_changed` when `{agent_type}/{name}` changes."""
+        return await self._observing.observe(agent_type, name, watch=watch,
+                                             debounce=debounce_seconds)  # fmt: skip
+
+    async def stop_observing(self, agent_type: str, name: str) -> Subscription:
+        return await self._observing.stop(agent_type, name)
+
+    @property
+    def observed(self) -> list[Subscription]:
+        """The agents this one observes."""
+        return self._observing.observing
+
+    # Approvals (see workflows.approvals).
+
+    def request_approval(
+        self,
+        tool: str,
+        arguments: str,
+        *,
+        call_id: str | None = None,
+        message_id: str | None = None,
+        deadline: timedelta | None = None,
+    ) -> PendingApproval:
+        """Record a call that waits for a person; this agent is woken with the decision."""
+        return self._approvals.request(
+            tool, arguments, call_id=call_id, message_id=message_id, deadline=deadline
+        )
+
+    @property
+    def pending_approvals(self) -> list[PendingApproval]:
+        return self._approvals.pending
+
     # ------------------------------------------------------------------ wire: signals
 
-    @workflow.signal(name="message")
-    def message_signal(self, raw: Any) -> None:
-        # Typed as Any so a malformed payload is recorded as a rejection in the event log
-        # instead of being dropped by the SDK's decoder with only a worker-side warning.
-        self._count_arrival()
-        try:
-            message = self._parse_message(raw)
-        except InvalidMessage as err:
-            self._log(RejectedEvent, error=str(err))
-            workflow.logger.warning("rejected message signal: %s", err)
+    @workflow.signal(dynamic=True)
+    def _signal(self, name: str, args: Sequence[RawValue]) -> None:
+        # One handler for every signal: the SDK drops a signal whose argument it cannot
+        # decode, and a handler raising fails the workflow task for good (the signal stays
+        # in history). Here each becomes a `rejected` event instead.
+        self._budget.count_arrival()
+        handler = self._signal_handlers.get(name)
+        if handler is None:
+            known = ", ".join(sorted(self._signal_handlers))
+            self._ctx.reject(f"signal {name[:60]!r}", f"no such signal (known: {known})")
             return
-        self._admit(message, awaited=False)
+        if len(args) > 1:
+            self._ctx.reject(f"signal {name!r}", f"takes one argument, got {len(args)}")
+            return
+        try:
+            handler(args[0] if args else MISSING)
+        except _CODE_ERRORS:
+            raise
+        except UsageError as err:
+            self._ctx.reject(f"signal {name!r}", str(err))
+        except Exception as err:  # a bug that an input found: recorded, never a wedge
+            workflow.logger.exception("signal %s could not be applied", name)
+            self._ctx.reject(f"signal {name!r}", f"{type(err).__name__}: {str(err)[:200]}")
+
+    def _on_message(self, raw: RawValue) -> None:
+        size = len(raw.payload.data)
+        if size > self.max_signal_message_bytes:
+            raise InvalidMessage(
+                f"message is {size} bytes; by signal {self.agent_type} agents accept at most "
+                f"{self.max_signal_message_bytes} (send larger ones with update `send` or `ask`)"
+            )
+        message = self.check_message(decode(raw, Message, error=InvalidMessage), self.agent_type)
+        self._inbox.admit(message, awaited=False, now=workflow.now())
 
     # ------------------------------------------------------------------ wire: updates
 
     @workflow.update(name="ask")
-    async def ask(self, raw: Any) -> AskReply:
-        self._count_arrival(update=True)
-        message_id = self._admit(self._parse_message(raw), awaited=True)
+    async def ask_update(self, raw: RawValue = MISSING) -> AskReply:
+        self._budget.count_arrival(update=True)
+        with _typed_failure():
+            message_id, _ = self._inbox.admit(self._read_message(raw), awaited=True,
+                                              now=workflow.now())  # fmt: skip
         seen = self._seen.get(message_id)
         if seen is not None:
             return AskReply(id=seen.id, reply=seen.reply, version=seen.version)
-        outcome = await self._await_outcome(message_id)
+        outcome = await self._inbox.outcome("message", message_id)
         assert isinstance(outcome, AskReply)
         return outcome
 
-    @ask.validator
-    def _validate_ask(self, raw: Any) -> None:
-        self._rejecting(lambda: self._parse_message(raw))
+    @ask_update.validator
+    def _validate_ask(self, raw: RawValue = MISSING) -> None:
+        with _typed_failure():
+            self._admission_check(raw)
+
+    @workflow.update(name="send")
+    def send_update(self, raw: RawValue = MISSING) -> SendReceipt:
+        self._budget.count_arrival(update=True)
+        with _typed_failure():
+            message_id, queued = self._inbox.admit(self._read_message(raw), awaited=False,
+                                                   now=workflow.now())  # fmt: skip
+        return SendReceipt(id=message_id, queued=queued)
+
+    @send_update.validator
+    def _validate_send(self, raw: RawValue = MISSING) -> None:
+        with _typed_failure():
+            self._admission_check(raw)
 
     @workflow.update(name="rollback")
-    async def rollback(self, raw: Any) -> RollbackResult:
-        self._count_arrival(update=True)
-        request = parse_input(RollbackRequest, raw)
+    async def rollback_update(self, raw: RawValue = MISSING) -> RollbackResult:
+        self._budget.count_arrival(update=True)
+        with _typed_failure():
+            request = decode(raw, RollbackRequest)
         update = workflow.current_update_info()
         request_id = request.id or (update.id if update else str(workflow.uuid4()))
-        if request_id not in self._pending:
-            self._pending[request_id] = _Pending()
-            self._inbox.append(
-                RollbackWake(
-                    request_id=request_id,
-                    to_version=request.version,
-                    received_at=workflow.now(),
-                )
+        if self._inbox.open("rollback", request_id):
+            self._inbox.queue(
+                RollbackWake(request_id=request_id, to_version=request.version,
+                             received_at=workflow.now())  # fmt: skip
             )
-        outcome = await self._await_outcome(request_id)
+        outcome = await self._inbox.outcome("rollback", request_id)
         assert isinstance(outcome, RollbackResult)
         return outcome
 
-    @rollback.validator
-    def _validate_rollback(self, raw: Any) -> None:
-        def check() -> None:
-            self._versions.get(parse_input(RollbackRequest, raw).version)
-
-        self._rejecting(check)
+    @rollback_update.validator
+    def _validate_rollback(self, raw: RawValue = MISSING) -> None:
+        with _typed_failure():
+            self._versions.get(decode(raw, RollbackRequest).version)
 
     @workflow.update(name="wait_events")
-    async def wait_events(self, raw: Any = None) -> EventsPage:
-        self._count_arrival(update=True)
-        request = parse_input(WaitEventsRequest, raw)
+    async def wait_events_update(self, raw: RawValue = MISSING) -> EventsPage:
+        self._budget.count_arrival(update=True)
+        with _typed_failure():
+            request = decode(raw, WaitEventsRequest, default=WaitEventsRequest())
         timeout = request.timeout_seconds or self.wait_events_default_seconds
+        self._event_waiters += 1
         try:
             await workflow.wait_condition(
                 lambda: self._events.has_after(request.after) or self._draining,
@@ -368,11 +642,53 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
             )
         except TimeoutError:
             pass
+        finally:
+            self._event_waiters -= 1
         return self._events.page(after=request.after, limit=request.limit)
 
-    @wait_events.validator
-    def _validate_wait_events(self, raw: Any = None) -> None:
-        self._rejecting(lambda: parse_input(WaitEventsRequest, raw))
+    @wait_events_update.validator
+    def _validate_wait_events(self, raw: RawValue = MISSING) -> None:
+        with _typed_failure():
+            decode(raw, WaitEventsRequest, default=WaitEventsRequest())
+            if self._event_waiters >= self.max_event_waiters:
+                raise AgentBusy(
+                    f"{self._event_waiters} readers already wait for events of this agent, "
+                    "the most it lets hold an update slot; read with query `events` instead"
+                )
+
+    @workflow.update(name="schedule")
+    def schedule_update(self, raw: RawValue = MISSING) -> ScheduleResult:
+        self._budget.count_arrival(update=True)
+        with _typed_failure():
+            request = decode(raw, ScheduleRequest, error=InvalidSchedule)
+            return self._alarms.store(self._alarms.plan(request), by_turn=False)
+
+    @schedule_update.validator
+    def _validate_schedule(self, raw: RawValue = MISSING) -> None:
+        with _typed_failure():
+            self._alarms.plan(decode(raw, ScheduleRequest, error=InvalidSchedule))
+
+    @workflow.update(name="cancel_schedule")
+    def cancel_schedule_update(self, raw: RawValue = MISSING) -> Schedule:
+        self._budget.count_arrival(update=True)
+        with _typed_failure():
+            return self._alarms.drop(decode(raw, CancelScheduleRequest).id, by_turn=False)
+
+    @cancel_schedule_update.validator
+    def _validate_cancel_schedule(self, raw: RawValue = MISSING) -> None:
+        with _typed_failure():
+            self._alarms.check_exists(decode(raw, CancelScheduleRequest).id)
+
+    @workflow.update(name="decide")
+    def decide_update(self, raw: RawValue = MISSING) -> Decision:
+        self._budget.count_arrival(update=True)
+        with _typed_failure():
+            return self._approvals.decide(decode(raw, DecideRequest))
+
+    @decide_update.validator
+    def _validate_decide(self, raw: RawValue = MISSING) -> None:
+        with _typed_failure():
+            self._approvals.check_decidable(decode(raw, DecideRequest).approval_id)
 
     # ------------------------------------------------------------------ wire: queries
 
@@ -388,207 +704,239 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
         )
 
     @workflow.query(name="events")
-    def events_query(self, raw: Any = None) -> EventsPage:
-        query = parse_input(EventsQuery, raw)
+    def events_query(self, raw: RawValue = MISSING) -> EventsPage:
+        with _typed_failure():
+            query = decode(raw, EventsQuery, default=EventsQuery())
         return self._events.page(after=query.after, limit=query.limit or 100)
+
+    @workflow.query(name="schedules")
+    def schedules_query(self) -> ScheduleList:
+        return ScheduleList(schedules=self.list_schedules(), max_schedules=self.max_schedules)
+
+    @workflow.query(name="children")
+    def children_query(self) -> list[ChildRecord]:
+        return self.children
+
+    @workflow.query(name="asks")
+    def asks_query(self) -> list[PendingAsk]:
+        return self.pending_asks
+
+    @workflow.query(name="approvals")
+    def approvals_query(self) -> list[PendingApproval]:
+        return self.pending_approvals
+
+    @workflow.query(name="subscriptions")
+    def subscriptions_query(self) -> dict[str, list[Subscription]]:
+        """What this agent observes, and who observes it."""
+        return {"observing": self._observing.observing, "observed_by": self._observing.observers}
+
+    @workflow.query(name=CONFIRM_SUBSCRIPTION_QUERY)
+    def confirm_subscription_query(self, raw: RawValue = MISSING) -> bool:
+        with _typed_failure():
+            return self._observing.confirms(decode(raw, SubscriptionCheck))
+
+    # ------------------------------------------------------------------ messages
+
+    def _read_message(self, raw: RawValue) -> Message:
+        return self.check_message(decode(raw, Message, error=InvalidMessage), self.agent_type)
+
+    def _admission_check(self, raw: RawValue) -> None:
+        """Validator of the updates that carry a message: the message's limits, and room in
+        this run's history for it."""
+        self._read_message(raw)
+        if self._budget.refuses_update(len(raw.payload.data)):
+            raise AgentBusy(
+                f"{self.agent_type}/{self.agent_name} is about to continue as new (its run's "
+                "history is full); retry in a moment"
+            )
+
+    def _parse_message(self, raw: Any) -> Message:
+        """A message built by agent code (a dict), checked like one from the wire."""
+        return self.check_message(parse_input(Message, raw, error=InvalidMessage), self.agent_type)
+
+    @classmethod
+    def check_message(cls, message: Message, agent_type: str) -> Message:
+        """The agent type's limits on one message (`max_text_chars`, `max_message_bytes` of
+        JSON), checked by the client before sending and by the agent on arrival."""
+        if len(message.text) > cls.max_text_chars:
+            raise InvalidMessage(
+                f"text has {len(message.text)} characters; {agent_type} agents accept at "
+                f"most {cls.max_text_chars}"
+            )
+        # A message without `data` or `reply_to` is at most 6 characters of JSON per
+        # character of its strings (a \\u00XX escape) plus its keys: measured only if needed.
+        if message.data is None and message.reply_to is None:
+            strings = len(message.text) + len(message.sender or "") + len(message.id or "")
+            if 6 * strings + _MESSAGE_KEYS_CHARS <= cls.max_message_bytes:
+                return message
+        size = len(message.model_dump_json())
+        if size > cls.max_message_bytes:
+            raise InvalidMessage(
+                f"message is {size} bytes as JSON; {agent_type} agents accept at most "
+                f"{cls.max_message_bytes}"
+            )
+        return message
 
     # ------------------------------------------------------------------ the loop
 
     async def serve(self) -> None:
         """Apply wakes one at a time, forever (a task child: until its task is answered);
         continue-as-new before any per-run limit."""
+        if self._bad_start is not None:
+            raise to_application_error(self._bad_start)
         try:
             await self._serve()
         except asyncio.CancelledError:
-            await self._report_cancelled()  # see workflows.children
+            await self._children.report_cancelled()
             raise
 
     async def _serve(self) -> None:
-        self._arm_ask_timers()  # asks carried from the last run (see workflows.messaging)
-        self._arm_approval_timers()  # approval deadlines (see workflows.approvals)
-        self._arm_notifiers()  # agents observing this one (see workflows.observing)
-        self._take_due_alarms()
-        # Fewer search-attribute upserts (one history event each): none per wake, and none
-        # at start when there is work queued (the upsert after it says it all). Histories
-        # recorded before this change keep replaying through the patch.
-        self._paced_by_activity = workflow.patched(_PATCH_PACED_BY_ACTIVITY)
-        self._publish_in_bursts = self._paced_by_activity or workflow.patched(
-            _PATCH_PUBLISH_IN_BURSTS
-        )
-        self._quiet_switch = self._publish_in_bursts or workflow.patched(_PATCH_QUIET_SWITCH)
-        self._write_behind = self._quiet_switch or workflow.patched(_PATCH_WRITE_BEHIND)
-        self._lean = self._write_behind or workflow.patched(_PATCH_LEAN)
-        if self._write_behind:  # continue-as-new carries them: upsert only what changes
-            self._published = self._search_attributes_at_start()
-        if not (self._lean and self._inbox):
-            self._publish(self._idle_status() if not self._inbox else AgentStatus.WORKING)
+        for part in self._parts:
+            part.arm()
+        self._alarms.take_due()
+        if not self._inbox:  # with work queued, the publish after it says it all
+            self._publisher.publish(self._idle_status())
         while True:
-            self._take_due_alarms()  # alarms that fell due while the last turn ran
+            self._alarms.take_due()  # alarms that fell due while the last turn ran
             if not self._inbox:
-                self._publish(self._idle_status())
+                self._publisher.publish(self._idle_status())
                 if not await self._wait_for_work():
                     await self._continue_as_new("idle compaction")
-            reason = self._continue_as_new_reason()
+            reason = self._budget.switch_reason()
             if reason is not None:
-                if self._may_switch_now():
+                if self._budget.may_switch_now():
                     await self._continue_as_new(reason)
                 elif not self._inbox:  # messages keep coming: switch in a quieter task
-                    await self._next_task("continue-as-new: between messages")
+                    await self._budget.next_task("continue-as-new: between messages")
                     continue
-            # No "working" upsert per wake: a turn that finishes within its workflow task
-            # would flip the status back before visibility ever saw it, at the cost of one
-            # history event. Turns that wait (LLM calls, long backlogs) call mark_working().
-            # Histories recorded before this change keep replaying through the patch.
-            if not self._lean:
-                self._publish(AgentStatus.WORKING)
             await self._end_long_task()
-            await self._apply(self._inbox.popleft())
-            if await self._report_task():  # a task child whose task is done
+            await self._apply(self._inbox.take())
+            if await self._children.report_task():  # a task child whose task is done
                 return
+
+    def _idle_status(self) -> AgentStatus:
+        for part in self._parts:
+            status = part.idle_status()
+            if status is not None:
+                return status
+        return AgentStatus.IDLE
+
+    def _status_line(self) -> str:
+        alarm = self._alarms.details()
+        return (
+            f"version {self.version} · {len(self._inbox)} queued · "
+            f"run {self._generation + 1} · events up to {self._events.last_offset}"
+            + (f"\n\n{alarm}" if alarm else "")
+        )
 
     async def _wait_for_work(self) -> bool:
         """Wait until there is work (a wake, or an alarm falling due) or a run limit is
         near. False: idle long enough to compact the history by continuing as new.
 
-        One timer at a time: for the earliest due alarm or the compaction, whichever comes
-        first; a schedule added or cancelled meanwhile re-arms it."""
-        # What a wake-up after eviction replays: the run's events, and (in lean runs) the
-        # wakes applied in it, which a carried inbox can make many in few events.
-        replay_cost = self._info.get_current_history_length() + (
-            self._applied_this_run if self._lean else 0
-        )
-        compact = (
-            self.compact_idle_after is not None and replay_cost >= self.compact_min_history_events
-        )
-        compact_at = None
-        if compact and self._lean:
-            self._start_compaction_clock()
-        elif compact and self.compact_idle_after is not None:
-            compact_at = workflow.now() + self.compact_idle_after
-        published = self._alarm_revision  # serve() published the idle status just before
+        One timer at a time, for the earliest due alarm; a schedule added or cancelled
+        meanwhile re-arms it. Idle compaction runs on its own clock (see RunBudget)."""
+        budget = self._budget
+        budget.wants_compaction()
+        published = self._alarms.revision  # serve() published the idle status just before
         while True:
-            self._take_due_alarms()
-            if self._inbox or self._continue_as_new_reason() is not None:
+            self._alarms.take_due()
+            if self._inbox or budget.switch_reason() is not None:
                 return True
-            if compact_at is not None and workflow.now() >= compact_at:
+            if budget.compaction_due(self._publisher.idle_since):
                 return False
-            if self._compaction_due():
-                return False
-            if self._alarm_revision != published:  # schedules changed: status, details
-                self._publish(self._idle_status())
-                published = self._alarm_revision
-            wake_at, summary = compact_at, "idle: compact history"
-            alarm = self._alarm_timer()
-            self._prearm_publish(alarm[0] if alarm is not None else None)
-            if alarm is not None and (wake_at is None or alarm[0] < wake_at):
-                wake_at, summary = alarm
-            revision = self._alarm_revision
+            if self._alarms.revision != published:  # schedules changed: status, details
+                self._publisher.publish(self._idle_status())
+                published = self._alarms.revision
+            alarm = self._alarms.timer()
+            self._publisher.prearm(alarm[0] if alarm is not None else None)
+            revision = self._alarms.revision
 
             def woken(revision: int = revision) -> bool:
                 return (
                     bool(self._inbox)
-                    or self._continue_as_new_reason() is not None
-                    or self._alarm_revision != revision  # a schedule added or cancelled
-                    or self._compaction_tick
+                    or budget.switch_reason() is not None
+                    or self._alarms.revision != revision  # a schedule added or cancelled
+                    or budget.compaction_tick
                 )
 
-            timeout = None
-            if wake_at is not None:
-                timeout = seconds_until(wake_at)
             try:
                 await workflow.wait_condition(
-                    woken, timeout=timeout, timeout_summary=summary if timeout else None
+                    woken,
+                    timeout=seconds_until(alarm[0]) if alarm else None,
+                    timeout_summary=alarm[1] if alarm else None,
                 )
             except TimeoutError:
-                pass  # an alarm or the compaction is due: the loop above sees which
+                pass  # an alarm is due: the loop above takes it
 
-    def _start_compaction_clock(self) -> None:
-        """A timer per `compact_idle_after`, for the life of the run, instead of one started
-        on going idle and cancelled by the next wake: two history events saved per wake."""
-        if self._compaction_clock is None and self.compact_idle_after is not None:
-            self._compaction_clock = asyncio.create_task(self._tick(self.compact_idle_after))
-
-    async def _tick(self, every: timedelta) -> None:
-        while True:
-            await workflow.sleep(every, summary="idle compaction check")
-            self._compaction_tick = True
-
-    def _compaction_due(self) -> bool:
-        """At a clock tick: has the agent been idle for `compact_idle_after`?"""
-        if not self._compaction_tick:
-            return False
-        self._compaction_tick = False
-        return (
-            self.compact_idle_after is not None
-            and self._idle_since is not None
-            and workflow.now() - self._idle_since >= self.compact_idle_after
-        )
+    async def _end_long_task(self) -> None:
+        """Before each wake: past `max_wakes_per_task` in one workflow task, let the task
+        end and go on in the next (see workflows.run_budget)."""
+        if self._budget.new_wake_ends_task():
+            self.mark_working()
+            await self._budget.next_task("backlog: next batch", paced=True)
 
     async def _apply(self, wake: Wake) -> None:
-        self._applied_this_run += 1
-        # What an alarm turn changes is published a little later (see `_prearm_publish`):
-        # alarms come in crowds (schedules due on the same second across many agents), and
-        # an upsert is a visibility write the server makes while the rest of the crowd
-        # waits. Measured (bench/bench_alarms.py, 200 alarms due together): upserting in the
-        # alarm's own task made the last alarms ~2x as late as raw timers; without it they
-        # were as late as raw. A turn that waits (mark_working) publishes as usual: by then
-        # the crowd has gone.
-        self._publish_behind = self._publish_in_bursts and isinstance(wake, AlarmWake)
+        self._budget.applied += 1
+        if isinstance(wake, AlarmWake):
+            # What an alarm turn changes is published a little later (see Publisher.prearm).
+            self._publisher.next_changes_behind()
         self._busy = True
-        self._idle_since = None  # "idle since" counts from the end of this wake
+        self._publisher.busy()
         try:
             if isinstance(wake, MessageWake):
                 await self._apply_message(wake)
             elif isinstance(wake, RollbackWake):
                 self._apply_rollback(wake)
-            elif isinstance(wake, AlarmWake):
-                await self._apply_alarm(wake)
-            elif isinstance(wake, ChildFinishedWake):
-                await self._apply_child_finished(wake)
-            elif isinstance(wake, ApprovalWake):
-                await self._run_turn(
-                    wake.key, f"decision {wake.key}", lambda: self.on_approval(wake)
-                )
-            elif isinstance(wake, PeerChangedWake):
-                await self._run_turn(
-                    wake.key, f"change of {wake.change.peer_id}", lambda: self.on_peer_changed(wake)
-                )
-            elif isinstance(wake, AgentReplyWake):
-                await self._run_turn(
-                    wake.key, f"answer {wake.key}", lambda: self.on_agent_reply(wake)
-                )
             else:
-                assert_never(wake)
+                key, label, turn = self._turn_of(wake)
+                await self._run_turn(key, label, turn)
         finally:
             self._busy = False
+
+    def _turn_of(
+        self, wake: Wake
+    ) -> tuple[str, str, Callable[[], Awaitable[str | None]]]:
+        """A feature wake's turn: its key in the log, what the details say, the hook."""
+        if isinstance(wake, AlarmWake):
+            late = (wake.fired_at - wake.due_at).total_seconds()
+            missed = f", {wake.missed} missed" if wake.missed else ""
+            self.show(f"alarm `{wake.schedule_id}` ({late:.1f}s late{missed})")
+            return wake.key, f"alarm {wake.schedule_id!r}", lambda: self.on_alarm(wake)
+        if isinstance(wake, ChildFinishedWake):
+            self.show(f"applying the {wake.report.status} task of child `{wake.child.child_id}`")
+            return wake.key, f"child {wake.child.child_id}", lambda: self.on_child_finished(wake)
+        if isinstance(wake, ApprovalWake):
+            return wake.key, f"decision {wake.key}", lambda: self.on_approval(wake)
+        if isinstance(wake, PeerChangedWake):
+            label = f"change of {wake.change.peer_id}"
+            return wake.key, label, lambda: self.on_peer_changed(wake)
+        if isinstance(wake, AgentReplyWake):
+            return wake.key, f"answer {wake.key}", lambda: self.on_agent_reply(wake)
+        if isinstance(wake, MessageWake | RollbackWake):
+            raise AssertionError("messages and rollbacks are applied by the loop itself")
+        assert_never(wake)
 
     async def _apply_message(self, wake: MessageWake) -> None:
         message = wake.message
         assert message.id is not None
-        self._details(f"working on message `{message.id}` from {message.sender or 'anonymous'}")
+        self.show(f"working on message `{message.id}` from {message.sender or 'anonymous'}")
         outcome = await self._run_turn(
             message.id, f"message {message.id!r}", lambda: self.on_message(message)
         )
         if isinstance(outcome, AskReply):
             self._seen.remember(message.id, outcome.reply, outcome.version)
-        self._settle(message.id, outcome)
-        self._note_task_outcome(message.id, outcome)
-        await self._answer_asker(message, outcome)
-
-    async def _apply_child_finished(self, wake: ChildFinishedWake) -> None:
-        self._details(f"applying the {wake.report.status} task of child `{wake.child.child_id}`")
-        await self._run_turn(
-            wake.key, f"child {wake.child.child_id}", lambda: self.on_child_finished(wake)
-        )
+        self._inbox.settle("message", message.id, outcome)
+        self._children.note_outcome(message.id, outcome)
+        await self._messaging.answer(message, outcome)
 
     async def _run_turn(
         self, key: str, label: str, turn: Callable[[], Awaitable[str | None]]
     ) -> AskReply | TurnFailed:
-        """Run one turn (a message's or an alarm's). If it returns, its state becomes a new
-        version and `turn` is logged; if it raises, the state is restored to the last
-        committed version, schedules the turn itself changed are put back, and `turn_failed`
-        is logged. `key` names the turn in the log."""
-        self._begin_turn_schedules()
+        """Run one turn. If it returns, its state becomes a new version and `turn` is logged;
+        if it raises, the state is restored to the last committed version, the parts undo
+        what the turn did (schedules, approvals), and `turn_failed` is logged."""
+        for part in self._turn_parts:
+            part.begin_turn()
         try:
             reply = await turn()
             state_json, state_bytes = self._dump_state()
@@ -596,24 +944,21 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
             raise
         except Exception as err:  # a failed turn: restore, record, tell the caller
             self.state = self._restore(self._versions.current_json)
-            self._end_turn_schedules(failed=True)
+            for part in self._turn_parts:
+                part.end_turn(failed=True)
             failure = TurnFailed(
                 f"turn for {label} failed: {type(err).__name__}: {err}",
                 error_type=type(err).__name__,
                 version=self.version,
             )
             workflow.logger.warning("turn failed, state restored: %s", failure)
-            self._log(
-                TurnFailedEvent,
-                message_id=key,
-                error_type=type(err).__name__,
-                error=str(err),
-                version=self.version,
-            )
+            self.record(TurnFailedEvent, message_id=key, error_type=type(err).__name__,
+                        error=str(err), version=self.version)  # fmt: skip
             return failure
-        self._end_turn_schedules(failed=False)
+        for part in self._turn_parts:
+            part.end_turn(failed=False)
         version = self._versions.commit(state_json, size=state_bytes)
-        self._log(TurnEvent, message_id=key, version=version, reply=preview(reply))
+        self.record(TurnEvent, message_id=key, version=version, reply=preview(reply))
         return AskReply(id=key, reply=reply, version=version)
 
     def _dump_state(self) -> tuple[str, int]:
@@ -627,32 +972,25 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
             )
         return encoded.decode(), size
 
+    def _restore(self, state_json: str) -> StateT:
+        return self.state_model.model_validate_json(state_json)  # type: ignore[return-value]
+
     def _apply_rollback(self, wake: RollbackWake) -> None:
         try:
             target = self._versions.get(wake.to_version)
         except PerennialError as err:  # evicted from the ring while the request was queued
-            self._settle(wake.request_id, err)
+            self._inbox.settle("rollback", wake.request_id, err)
             return
         self.state = self._restore(target.state_json)
         version = self._versions.commit(target.state_json)
-        self._log(RolledBackEvent, to_version=target.version, version=version)
-        self._settle(
-            wake.request_id, RollbackResult(restored_version=target.version, version=version)
+        self.record(RolledBackEvent, to_version=target.version, version=version)
+        self._inbox.settle(
+            "rollback",
+            wake.request_id,
+            RollbackResult(restored_version=target.version, version=version),
         )
 
     # ------------------------------------------------------------------ continue-as-new
-
-    def _continue_as_new_reason(self) -> str | None:
-        info = self._info
-        if info.is_continue_as_new_suggested():
-            return "suggested by the server"
-        if info.get_current_history_length() >= self.max_history_events:
-            return f"history reached {self.max_history_events} events"
-        if self._signals_this_run >= self.max_signals_per_run:
-            return f"{self.max_signals_per_run} signals in this run"
-        if self._updates_this_run >= self.max_updates_per_run:
-            return f"{self.max_updates_per_run} updates in this run"
-        return None
 
     async def _continue_as_new(self, reason: str) -> None:
         """Finish every request someone is waiting for, then carry everything else over.
@@ -660,374 +998,60 @@ class AgentWorkflow(Approvals, Alarms, Children, Messaging, Observing, Generic[S
         Callers of `ask`/`rollback` are waiting on wakes in the inbox, so those are applied
         first (in arrival order, with whatever came before them); long-polls are released.
         Signals that are not awaited stay in the inbox and travel to the next run, as far as
-        `max_carried_inbox_bytes` allows; the oldest beyond that are applied here first.
-        """
+        `max_carried_inbox_bytes` allows; the oldest beyond that are applied here first."""
         self._draining = True
-        self._details(f"continuing as new: {reason}")
+        self.show(f"continuing as new: {reason}")
         while True:
-            # Apply everything up to the last awaited wake. The inbox is scanned once per
-            # batch, not before every wake: that was quadratic in a large carried inbox.
-            while (last := self._last_awaited_index()) >= 0:
+            # The inbox is scanned once per batch, not before every wake (quadratic otherwise).
+            while (last := self._inbox.last_awaited_index()) >= 0:
                 for _ in range(last + 1):
                     await self._end_long_task()
-                    await self._apply(self._inbox.popleft())
+                    await self._apply(self._inbox.take())
             await self._shrink_inbox_to_budget()
             await workflow.wait_condition(
-                lambda: (
-                    workflow.all_handlers_finished()
-                    or any(self._is_awaited(wake) for wake in self._inbox)
-                )
+                lambda: workflow.all_handlers_finished()
+                or any(self._inbox.is_awaited(wake) for wake in self._inbox)
             )
             if workflow.all_handlers_finished() and self._inbox_fits():
                 break
-        self._log(ContinuedAsNewEvent, reason=reason, carried_wakes=len(self._inbox))
+        self.record(ContinuedAsNewEvent, reason=reason, carried_wakes=len(self._inbox))
         workflow.logger.info("continuing as new (%s), carrying %d wakes", reason, len(self._inbox))
-        workflow.continue_as_new(
-            pack_carried(
-                AgentStart(
-                    snapshots=self._versions.snapshots(),
-                    inbox=list(self._inbox),
-                    seen=self._seen.entries(),
-                    events=self._events.tail(),
-                    next_offset=self._events.next_offset,
-                    generation=self._generation + 1,
-                    schedules=self.list_schedules(),
-                    **self._carried_children(),
-                    **self._carried_asks(),
-                    **self._carried_approvals(),
-                    **self._carried_observations(),
-                )
-            ).wire()
+        workflow.continue_as_new(pack_carried(self._carried()).wire())
+
+    def _carried(self) -> AgentStart:
+        return AgentStart(
+            snapshots=self._versions.snapshots(),
+            inbox=self._inbox.wakes(),
+            seen=self._seen.entries(),
+            events=self._events.tail(),
+            next_offset=self._events.next_offset,
+            generation=self._generation + 1,
+            alarms=self._alarms.carry(),
+            children=self._children.carry(),
+            messaging=self._messaging.carry(),
+            approvals=self._approvals.carry(),
+            observing=self._observing.carry(),
         )
 
-    def _inbox_sizes(self) -> deque[int]:
-        return deque(json_size(wake) for wake in self._inbox)
-
     def _inbox_fits(self) -> bool:
-        return sum(self._inbox_sizes()) <= self.max_carried_inbox_bytes
+        return sum(self._inbox.sizes()) <= self.max_carried_inbox_bytes
 
     async def _shrink_inbox_to_budget(self) -> None:
         """Apply the oldest wakes until the rest fits in the continue-as-new payload."""
-        sizes = self._inbox_sizes()  # once: wakes arriving meanwhile are seen next round
+        sizes = self._inbox.sizes()  # once: wakes arriving meanwhile are seen next round
         total = sum(sizes)
         while sizes and total > self.max_carried_inbox_bytes:
             total -= sizes.popleft()
             await self._end_long_task()
-            await self._apply(self._inbox.popleft())
+            await self._apply(self._inbox.take())
 
-    def _last_awaited_index(self) -> int:
-        """Index in the inbox of the last wake a caller waits for (-1 if none)."""
-        for index in range(len(self._inbox) - 1, -1, -1):
-            if self._is_awaited(self._inbox[index]):
-                return index
-        return -1
 
-    async def _end_long_task(self) -> None:
-        """Call before applying each wake: after `max_wakes_per_task` wakes in one workflow
-        task, let the task end, and go on when the next one starts. A task is recognised by
-        the history length, which is the same for every activation of one task and grows
-        with every new task.
+@contextmanager
+def _typed_failure() -> Iterator[None]:
+    """In an update or query: a PerennialError becomes the typed failure the caller gets
+    (raised in a handler, anything else would fail the workflow task instead)."""
+    try:
+        yield
+    except PerennialError as err:
+        raise to_application_error(err) from None
 
-        The next task starts as soon as anything arrives (under a flood: at once). With
-        nothing arriving, a short timer starts it; a plain timer alone is no good, as sub-second
-        timers fire only ~1 s late on the dev server and the loop would idle under a flood."""
-        length = self._info.get_current_history_length()
-        if length != self._task_history_length:
-            self._task_history_length, self._wakes_in_task = length, 0
-        self._wakes_in_task += 1
-        if self._wakes_in_task <= self.max_wakes_per_task:
-            return
-        if not workflow.patched(_PATCH_BOUNDED_TASKS):  # histories from before this change
-            return
-        self.mark_working()
-        await self._next_task("backlog: next batch", paced=True)
-
-    async def _next_task(self, summary: str, *, paced: bool = False) -> None:
-        """Let this workflow task end, and return in the next one: at once if a message
-        arrives, else (`paced`: a backlog waits) when a no-op activity completes (~11 ms;
-        activities.pacing says why not a timer), else after a short timer (waiting for a
-        quiet task to switch in: under a flood the next message comes first and the timer
-        is cancelled, cheaper than an activity that would start one more task)."""
-        arrivals = self._signals_this_run + self._updates_this_run
-        if paced and self._paced_by_activity:
-            pacer = workflow.start_activity(
-                NEXT_TASK_ACTIVITY,
-                # One try, briefly: a worker without the activity falls back to ~2 s a step.
-                schedule_to_close_timeout=timedelta(seconds=2),
-                retry_policy=RetryPolicy(maximum_attempts=1),
-                summary=summary,
-            )
-            pacer.add_done_callback(_ignore_outcome)
-            await workflow.wait_condition(
-                lambda: pacer.done() or self._signals_this_run + self._updates_this_run != arrivals
-            )
-            return
-        try:
-            await workflow.wait_condition(
-                lambda: self._signals_this_run + self._updates_this_run != arrivals,
-                timeout=0.001,
-                timeout_summary=summary,
-            )
-        except TimeoutError:
-            pass
-
-    def _count_arrival(self, *, update: bool = False) -> None:
-        """Count a signal or update toward the run's limits, noting the task it came in."""
-        if update:
-            self._updates_this_run += 1
-        else:
-            self._signals_this_run += 1
-        self._arrival_task = self._info.get_current_history_length()
-
-    def _may_switch_now(self) -> bool:
-        """Continue-as-new now, or wait for a workflow task with no new messages? The server
-        refuses the switch if messages arrive while its task runs; one that came in this
-        task says more may be on the way. Past the `force_switch_*` limits: now."""
-        info = self._info
-        length = info.get_current_history_length()
-        return (
-            not self._quiet_switch
-            or self._arrival_task != length
-            or self._signals_this_run >= self.force_switch_signals
-            or self._updates_this_run >= self.force_switch_updates
-            or length >= self.force_switch_history_events
-            or info.get_current_history_size() >= self.force_switch_history_bytes
-        )
-
-    def _is_awaited(self, wake: Wake) -> bool:
-        if not isinstance(wake, MessageWake | RollbackWake):  # nobody waits for these turns
-            return False
-        key = wake.message.id if isinstance(wake, MessageWake) else wake.request_id
-        pending = self._pending.get(key or "")
-        return pending is not None and pending.waiters > 0
-
-    # ------------------------------------------------------------------ helpers
-
-    def _parse_message(self, raw: Any) -> Message:
-        message = parse_input(Message, raw, error=InvalidMessage)
-        return self.check_message(message, agent_type=self.agent_type)
-
-    @classmethod
-    def check_message(cls, message: Message, *, agent_type: str) -> Message:
-        """The agent type's limits on one message (`max_text_chars`, `max_message_bytes` of
-        JSON), checked by the client before sending and by the agent on arrival."""
-        if len(message.text) > cls.max_text_chars:
-            raise InvalidMessage(
-                f"text has {len(message.text)} characters; {agent_type} agents accept at "
-                f"most {cls.max_text_chars}"
-            )
-        # The size is the length of the JSON text (characters: what agents have always
-        # counted, so histories replay the same; for non-ASCII text it is below the bytes).
-        # Serialising a message only to measure it was a visible share of a flooded agent's
-        # work: one without `data` or `reply_to` is at most 6 characters of JSON per
-        # character of its strings (a \u00XX escape) plus its keys.
-        if message.data is None and message.reply_to is None:
-            strings = len(message.text) + len(message.sender or "") + len(message.id or "")
-            if 6 * strings + _MESSAGE_KEYS_CHARS <= cls.max_message_bytes:
-                return message
-        size = len(message.model_dump_json())
-        if size > cls.max_message_bytes:
-            raise InvalidMessage(
-                f"message is {size} bytes as JSON; {agent_type} agents accept at most "
-                f"{cls.max_message_bytes}"
-            )
-        return message
-
-    @staticmethod
-    def _rejecting(check: Any) -> None:
-        """Run a validator check; a PerennialError becomes a typed update rejection."""
-        try:
-            check()
-        except PerennialError as err:
-            raise to_application_error(err) from None
-
-    def _admit(self, message: Message, *, awaited: bool) -> str:
-        """Queue a message unless its id was already applied or is already queued."""
-        if message.id is None:
-            message = message.model_copy(update={"id": str(workflow.uuid4())})
-        message_id = message.id
-        assert message_id is not None
-        if message_id in self._seen or message_id in self._pending:
-            return message_id
-        self._pending[message_id] = _Pending()
-        now = workflow.now()
-        self._inbox.append(MessageWake(message=message, awaited=awaited, received_at=now))
-        self._log(
-            ReceivedEvent,
-            at=now,
-            message_id=message_id,
-            sender=message.sender,
-            text=preview(message.text) or "",
-            awaited=awaited,
-        )
-        return message_id
-
-    async def _await_outcome(self, key: str) -> AskReply | RollbackResult:
-        pending = self._pending[key]
-        pending.waiters += 1
-        try:
-            await workflow.wait_condition(lambda: pending.outcome is not None)
-        finally:
-            pending.waiters -= 1
-            if pending.waiters == 0 and self._pending.get(key) is pending:
-                del self._pending[key]
-        outcome = pending.outcome
-        if isinstance(outcome, PerennialError):
-            raise to_application_error(outcome)
-        assert outcome is not None
-        return outcome
-
-    def _settle(self, key: str, outcome: AskReply | RollbackResult | PerennialError) -> None:
-        pending = self._pending.get(key)
-        if pending is None:
-            return
-        pending.outcome = outcome
-        if pending.waiters == 0:  # nobody waits (a signal): forget it now
-            del self._pending[key]
-
-    def _restore(self, state_json: str) -> StateT:
-        return self.state_model.model_validate_json(state_json)  # type: ignore[return-value]
-
-    def _log(  # type: ignore[valid-type]
-        self, kind: type[Event], *, at: datetime | None = None, **fields: Any
-    ) -> int:
-        """Record an event stamped `at` (default: now); returns its offset."""
-        return self._events.record(kind, at=at or workflow.now(), **fields)
-
-    def _details(self, doing: str) -> None:
-        alarm = self._alarm_details()
-        workflow.set_current_details(
-            f"**{self.agent_type}/{self.agent_name}**: {doing}\n\n"
-            f"version {self.version} · {len(self._inbox)} queued · "
-            f"run {self._generation + 1} · events up to {self._events.last_offset}"
-            + (f"\n\n{alarm}" if alarm else "")
-        )
-
-    def mark_working(self) -> None:
-        """Publish AgentStatus 'working': call it when a turn is about to wait (for an
-        activity, a child, a timer), so `AgentStatus='working'` finds agents mid-turn."""
-        self._publish_behind = False
-        self._publish(AgentStatus.WORKING)
-
-    def _publish(self, status: AgentStatus) -> None:
-        """Keep search attributes and current details in step with the agent."""
-        wanted: dict[str, Any] = {
-            AGENT_TYPE.name: self.agent_type,
-            AGENT_NAME.name: self.agent_name,
-            AGENT_STATUS.name: status.value,
-        }
-        if status in (
-            AgentStatus.IDLE,
-            AgentStatus.WAITING_ALARM,
-            AgentStatus.WAITING_APPROVAL,
-        ):
-            # The version is published when a busy period ends, not after every turn: one
-            # upsert per busy period keeps history small under a flood of messages.
-            wanted[AGENT_VERSION.name] = self.version
-            if self._idle_since is None:
-                self._idle_since = workflow.now()
-            self._details(f"idle since {self._idle_since:%Y-%m-%d %H:%M:%S} UTC")
-        else:
-            self._idle_since = None
-        version = wanted.get(AGENT_VERSION.name)
-        if version is not None and version != self._wanted.get(AGENT_VERSION.name):
-            self._active_at = workflow.now()
-        self._wanted = wanted
-        self._upsert_changes()
-
-    def _upsert_changes(self) -> None:
-        """Upsert the search attributes that changed since the last upsert, or, written
-        behind, leave them to the end of the current `publish_interval`."""
-        changed = {k: v for k, v in self._wanted.items() if self._published.get(k) != v}
-        if not changed:
-            return
-        if self._publish_behind:
-            self._publish_behind = False
-            if self._prearmed is None and self._publisher is None:  # a timer from here
-                self._publish_at(workflow.now() + self._after_alarm_delay())
-            return
-        due = self._upsert_allowed_at(status_changed=AGENT_STATUS.name in changed)
-        if self._publish_in_bursts and self._publisher is not None:
-            # The pending upsert publishes whatever is wanted by then, unless this change
-            # may go out sooner (a status change while version-only changes wait).
-            if due is not None and self._publisher_due <= due:
-                return
-            self._publisher.cancel()
-            self._publisher = None
-        if due is not None:
-            if self._publisher is None:
-                self._publish_at(due)
-            return
-        updates = [_KEYS[name].value_set(value) for name, value in changed.items()]
-        if AGENT_VERSION.name in changed and self.version != self._run_start_version:
-            updates.append(AGENT_LAST_ACTIVE.value_set(self._active_at or workflow.now()))
-        workflow.upsert_search_attributes(updates)
-        self._published.update(changed)
-        self._upserts.append(workflow.now())
-        if len(self._upserts) > self.publish_burst:
-            self._upserts.popleft()
-
-    def _upsert_allowed_at(self, *, status_changed: bool) -> datetime | None:
-        """None if an upsert may be made now, else when the next one may be made: once
-        `publish_burst` upserts (one, in runs from before that patch) were made within the
-        last `publish_interval`, at the end of the interval after the oldest of them; and
-        when only the version changed, not before `publish_version_interval` after the last."""
-        if not self._write_behind or not self._upserts:
-            return None
-        due: datetime | None = None
-        burst = self.publish_burst if self._publish_in_bursts else 1
-        if len(self._upserts) >= burst:
-            due = self._upserts[-burst] + self.publish_interval
-        if self._publish_in_bursts and not status_changed:
-            version_due = self._upserts[-1] + self.publish_version_interval
-            due = version_due if due is None else max(due, version_due)
-        return due if due is not None and workflow.now() < due else None
-
-    def _publish_at(self, due: datetime) -> None:
-        self._publisher = asyncio.create_task(self._upsert_at(due))
-        self._publisher_due = due
-
-    async def _upsert_at(self, due: datetime) -> None:
-        await workflow.sleep(seconds_until(due), summary="publish search attributes")
-        self._publisher = None
-        self._upsert_changes()
-
-    def _prearm_publish(self, alarm_due: datetime | None) -> None:
-        """Arm, while idle before an alarm, the timer that publishes what the alarm turn
-        will change, due at a random point 2-4 s after the alarm: the alarm's own workflow
-        task then has no command to make but the turn's (a timer started there was a
-        measurable part of what made a crowd of alarms late). A timer armed for an alarm
-        that was moved or cancelled is cancelled; one whose alarm has fired is kept, as it
-        carries that alarm's changes."""
-        if not self._publish_in_bursts:
-            return
-        if self._prearmed is not None:
-            armed_for, task = self._prearmed
-            if armed_for == alarm_due or armed_for <= workflow.now():
-                return
-            task.cancel()
-            self._prearmed = None
-        if alarm_due is not None:
-            at = alarm_due + self._after_alarm_delay()
-            self._prearmed = (alarm_due, asyncio.create_task(self._publish_after_alarm(at)))
-
-    def _after_alarm_delay(self) -> timedelta:
-        """1-2 publish intervals, at random per agent: a crowd's publishes do not form a
-        second crowd."""
-        return self.publish_interval * (1 + workflow.random().random())
-
-    async def _publish_after_alarm(self, at: datetime) -> None:
-        await workflow.sleep(seconds_until(at), summary="publish after alarm")
-        self._prearmed = None
-        self._upsert_changes()
-        alarm = self._alarm_timer()  # a recurring schedule's next alarm
-        self._prearm_publish(alarm[0] if alarm is not None else None)
-
-    @staticmethod
-    def _search_attributes_at_start() -> dict[str, Any]:
-        """Ours among the search attributes this run started with (continue-as-new carries
-        them over from the last run)."""
-        carried = workflow.info().typed_search_attributes
-        return {
-            name: value for name, key in _KEYS.items() if (value := carried.get(key)) is not None
-        }

@@ -4,6 +4,10 @@
     ├── UsageError            you used the API wrong; nothing was changed
     │   ├── InvalidMessage        empty, blank, oversized or malformed message
     │   ├── InvalidRequest        any other malformed request (events, rollback, ...)
+    │   ├── InvalidStart          a workflow input an agent cannot start from (the run fails
+    │   │                         at once; the agent's name stays usable)
+    │   ├── LimitExceeded         the agent already holds as many of something (pending asks,
+    │   │                         child tasks, observations, approvals) as its type allows
     │   ├── UnknownAgentType      no agent type of that name is registered
     │   ├── VersionNotKept        rollback to a version that is not (or no longer) kept
     │   ├── InvalidSchedule       a schedule that cannot be honoured: timing fields, cron, time
@@ -18,6 +22,10 @@
     │   └── AlreadyDecided        decide on an approval that was already decided (the
     │                             first decision wins)
     └── RunError              the request was valid but the agent could not complete it
+        ├── AgentBusy             not now: the agent's update slots are taken, or its run is
+        │                         full and about to continue as new; retry shortly
+        ├── AgentStopped          the agent's last run was terminated or failed; nothing was
+        │                         sent (`perennial recover` brings it back)
         ├── TurnFailed            the turn raised; the state was restored to before the turn
         ├── ModelCallFailed       an LLM agent's model call failed for good (raised in a
         │   │                     turn, so callers see TurnFailed with this error_type)
@@ -42,6 +50,10 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from temporalio.exceptions import ApplicationError
 
+#: How much of a validation error a rejection quotes: a few problems, each shortened.
+_MAX_PROBLEMS = 3
+_MAX_PART_CHARS = 60
+
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
@@ -61,6 +73,14 @@ class InvalidMessage(UsageError):
 
 
 class InvalidRequest(UsageError):
+    pass
+
+
+class InvalidStart(UsageError):
+    pass
+
+
+class LimitExceeded(UsageError):
     pass
 
 
@@ -110,6 +130,16 @@ class AlreadyDecided(UsageError):
 
 class RunError(PerennialError):
     """The request was valid, but the agent could not complete it."""
+
+
+class AgentBusy(RunError):
+    """The agent cannot take this request right now; the same request may succeed shortly."""
+
+    non_retryable = False
+
+
+class AgentStopped(RunError):
+    """The agent's last run was terminated or failed; nothing was sent to it."""
 
 
 class TurnFailed(RunError):
@@ -162,6 +192,8 @@ _BY_NAME: dict[str, type[PerennialError]] = {
     for cls in (
         InvalidMessage,
         InvalidRequest,
+        InvalidStart,
+        LimitExceeded,
         UnknownAgentType,
         VersionNotKept,
         AgentNotFound,
@@ -173,6 +205,8 @@ _BY_NAME: dict[str, type[PerennialError]] = {
         NotObserving,
         ApprovalNotFound,
         AlreadyDecided,
+        AgentBusy,
+        AgentStopped,
         TurnFailed,
     )
 }
@@ -211,7 +245,23 @@ def parse_input(
     try:
         return model.model_validate({} if raw is None else raw)
     except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in err.errors()
-        )
-        raise error(f"invalid {model.__name__}: {problems}") from None
+        raise error(f"invalid {model.__name__}: {summarize(err)}") from None
+
+
+def summarize(err: ValidationError) -> str:
+    """A validation error in one short line: where and what, never the offending value (it
+    may be megabytes, or a secret)."""
+    problems = err.errors(include_url=False, include_input=False, include_context=False)
+    parts = [
+        f"{_where(problem['loc'])}: {_short(problem['msg'])}" for problem in problems[:_MAX_PROBLEMS]
+    ]
+    more = len(problems) - _MAX_PROBLEMS
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    return ".".join(_short(str(part)) for part in loc) or "input"
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= _MAX_PART_CHARS else text[: _MAX_PART_CHARS - 1] + "…"

@@ -13,7 +13,15 @@ import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import to_json
 
 #: Default cap on the text of one message; agent types may lower or raise it.
@@ -26,23 +34,52 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# --------------------------------------------------------------------------- names and ids
+# Every id that reaches a Temporal command (a workflow id to signal, a timer summary) is
+# bounded and printable before it is accepted: a workflow id over the server's limit fails the
+# workflow task that uses it, and the input that caused it stays in history for good.
+
+_PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+#: An agent type: a workflow type name (no "/", which separates it from the agent's name).
+AgentTypeName = Annotated[
+    str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
+]
+#: An agent's name (the part of its workflow id after the type).
+AgentName = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=_PRINTABLE)]
+#: An agent's workflow id, `{type}/{name}`.
+AgentId = Annotated[
+    str,
+    StringConstraints(max_length=301, pattern=r"^[A-Za-z0-9_.:-]{1,100}/[^\x00-\x1f\x7f]{1,200}$"),
+]
+#: A caller-chosen id: message, request, schedule, approval, correlation and task ids.
+RequestId = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=_PRINTABLE)]
+#: A capability: a secret an agent issued for one conversation with another agent (an ask,
+#: a child's task, an observation) that the other side must present to be believed. Drawn
+#: from the workflow's seeded random generator; never returned by a query.
+Token = Annotated[str, StringConstraints(min_length=32, max_length=32, pattern=r"^[0-9a-f]+$")]
+#: A text another agent sent back (a reply, a child's result, an error).
+ReportText = Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)]
+
+
 # --------------------------------------------------------------------------- messages
 
 
 class ReplyTo(_Model):
     """Set on a message one agent asks another (`ask_agent`): the receiving agent signals
-    `agent_reply` with its answer to `asker_id`, naming `correlation_id`."""
+    `agent_reply` with its answer to `asker_id`, naming `correlation_id` and `token`."""
 
-    asker_id: str = Field(min_length=1)
-    correlation_id: str = Field(min_length=1)
+    asker_id: AgentId
+    correlation_id: RequestId
+    #: The asker accepts an answer only with this token.
+    token: Token | None = None
 
 
 class Message(_Model):
     """One message into an agent's inbox (signal `message`, update `ask`)."""
 
     text: str = Field(min_length=1)
-    sender: str | None = None
-    id: str | None = Field(default=None, min_length=1, max_length=200)
+    sender: str | None = Field(default=None, max_length=400)
+    id: RequestId | None = None
     data: JsonValue | None = None
     reply_to: ReplyTo | None = None
 
@@ -132,12 +169,14 @@ class TaskAssignment(_Model):
     """A spawned child's task, in its start input (and carried until it is reported)."""
 
     #: The parent's workflow id: the child reports to whatever run of it is current.
-    parent_id: str
-    task_id: str
+    parent_id: AgentId
+    task_id: RequestId
     message: Message
     #: "task": the child completes once it has answered; "named": it answers, reports and
     #: lives on as an ordinary agent.
     mode: Literal["task", "named"] = "task"
+    #: The parent believes a report of this task only with this token.
+    token: Token | None = None
 
 
 class ChildRecord(_Model):
@@ -153,15 +192,24 @@ class ChildRecord(_Model):
     started_at: datetime
 
 
+class ChildInFlight(ChildRecord):
+    """A child's task as its parent keeps it (carried across continue-as-new): the record
+    the `children` query shows, and the token a report must carry."""
+
+    token: Token
+
+
 class ChildReport(_Model):
     """Signal `child_finished`: a child tells its parent how its task ended."""
 
-    child_id: str = Field(min_length=1)
-    task_id: str = Field(min_length=1)
+    child_id: AgentId
+    task_id: RequestId
     status: ChildStatus
-    result: str | None = None
-    error: str | None = None
-    error_type: str | None = None
+    result: ReportText | None = None
+    error: ReportText | None = None
+    error_type: str | None = Field(default=None, max_length=200)
+    #: The token of the task (from the child's `TaskAssignment`).
+    token: Token | None = None
 
 
 class ChildFinishedWake(_Model):
@@ -221,15 +269,24 @@ class PendingAsk(_Model):
     deadline: datetime | None = None
 
 
+class AskInFlight(PendingAsk):
+    """An `ask_agent` as the asker keeps it (carried across continue-as-new): what query
+    `asks` shows, and the token an answer must carry."""
+
+    token: Token
+
+
 class AgentReply(_Model):
     """Signal `agent_reply`: the answer to an `ask_agent`."""
 
-    correlation_id: str = Field(min_length=1)
-    from_id: str = Field(min_length=1)
+    correlation_id: RequestId
+    from_id: AgentId
     status: Literal["answered", "failed"]
-    reply: str | None = None
-    error: str | None = None
-    error_type: str | None = None
+    reply: ReportText | None = None
+    error: ReportText | None = None
+    error_type: str | None = Field(default=None, max_length=200)
+    #: The token from the question's `reply_to`.
+    token: Token | None = None
 
 
 class AgentReplyWake(_Model):
@@ -339,25 +396,33 @@ class ApprovalWake(_Model):
 
 
 class SubscribeRequest(_Model):
-    """Signal `subscribe`: `subscriber_id` wants `peer_changed` signals from this agent."""
+    """Signal `subscribe`: `subscriber_id` wants `peer_changed` signals from this agent. The
+    observed agent believes it only once the subscriber confirms `token` (query
+    `confirm_subscription`, asked by an activity), so nobody can subscribe someone else."""
 
-    subscriber_id: str = Field(min_length=1)
+    subscriber_id: AgentId
     #: "state": on new state versions; "events": on any new event in the log.
     watch: Literal["state", "events"] = "state"
     #: Changes within this many seconds are reported once.
     debounce_seconds: float = Field(default=2.0, ge=0.05, le=86_400)
+    token: Token | None = None
 
 
 class UnsubscribeRequest(_Model):
-    """Signal `unsubscribe`."""
+    """Signal `unsubscribe` (with the subscription's token)."""
 
-    subscriber_id: str = Field(min_length=1)
+    subscriber_id: AgentId
+    token: Token | None = None
 
 
-class Subscription(SubscribeRequest):
+class Subscription(_Model):
     """An observation, as the observer keeps it (`peer_id`) and the observed agent keeps it
-    (`subscriber_id`); both sides carry theirs across continue-as-new."""
+    (`subscriber_id`); both sides carry theirs across continue-as-new. What the
+    `subscriptions` query shows; the token stays inside the agent (`Observation`)."""
 
+    subscriber_id: str
+    watch: Literal["state", "events"] = "state"
+    debounce_seconds: float = 2.0
     peer_id: str
     since: datetime
     #: The observed agent's version / event offset last reported to the subscriber.
@@ -365,13 +430,36 @@ class Subscription(SubscribeRequest):
     reported_offset: int = 0
 
 
+class Observation(Subscription):
+    """A subscription with its token, as carried across continue-as-new."""
+
+    token: Token
+
+
+class SubscriptionCheck(_Model):
+    """Query `confirm_subscription`: does this agent want `peer_changed` from `peer_id`, under
+    `token`? (Answers yes or no; reveals nothing.)"""
+
+    peer_id: AgentId
+    token: Token
+
+
+class SubscriberCheck(_Model):
+    """Input of the `confirm_subscriber` activity: ask `subscriber_id` the `check`."""
+
+    subscriber_id: AgentId
+    check: SubscriptionCheck
+
+
 class PeerChange(_Model):
     """Signal `peer_changed`: the observed agent changed."""
 
-    peer_id: str = Field(min_length=1)
-    version: int
-    last_offset: int
+    peer_id: AgentId
+    version: int = Field(ge=0)
+    last_offset: int = Field(ge=0)
     changed_at: datetime
+    #: The observation's token: an observer ignores a change without it.
+    token: Token | None = None
 
 
 class PeerChangedWake(_Model):
@@ -709,7 +797,8 @@ class WaitEventsRequest(_Model):
     """Update `wait_events`: long-poll until events after `after` exist, or the timeout."""
 
     after: int = Field(default=0, ge=0)
-    timeout_seconds: float | None = Field(default=None, gt=0, le=600)
+    #: At most 60 s: a waiting update holds one of the workflow's few in-flight update slots.
+    timeout_seconds: float | None = Field(default=None, gt=0, le=60)
     limit: int | None = Field(default=None, ge=1, le=1000)
 
 
@@ -727,7 +816,15 @@ class RollbackRequest(_Model):
     """Update `rollback`: restore a kept version (this is itself a new version)."""
 
     version: int = Field(ge=0)
-    id: str | None = Field(default=None, min_length=1, max_length=200)
+    id: RequestId | None = None
+
+
+class SendReceipt(_Model):
+    """What update `send` returns: the message is in the inbox (or was already applied or
+    queued under its id, `queued` False), and will be applied in its turn."""
+
+    id: str
+    queued: bool
 
 
 class RollbackResult(_Model):
@@ -884,14 +981,53 @@ class CarriedBulk(_Model):
     events: list[Event] = []
 
 
+class AlarmsCarried(_Model):
+    """What the alarms part carries: pending schedules with their absolute due times (alarms
+    already due travel in the inbox)."""
+
+    schedules: list[Schedule] = []
+
+
+class ChildrenCarried(_Model):
+    """What the children part carries."""
+
+    #: Set in a spawned child's input: its task and whom to report to.
+    task: TaskAssignment | None = None
+    #: Children whose tasks are in flight.
+    in_flight: list[ChildInFlight] = []
+
+
+class MessagingCarried(_Model):
+    """What the messaging part carries: `ask_agent` requests waiting for their answers."""
+
+    asks: list[AskInFlight] = []
+
+
+class ApprovalsCarried(_Model):
+    """What the approvals part carries: calls waiting for a person, and the latest decisions
+    (a second `decide` is refused)."""
+
+    pending: list[PendingApproval] = []
+    decided: list[Decision] = []
+
+
+class ObservingCarried(_Model):
+    """What the observing part carries: agents this one observes, and the (confirmed) agents
+    observing this one."""
+
+    observing: list[Observation] = []
+    observers: list[Observation] = []
+    #: Subscriptions received but not confirmed yet (confirmation starts again).
+    confirming: list[Observation] = []
+
+
 class AgentStart(_Model):
-    """The agent workflow's input: empty for a new agent, the carried state after
+    """The agent workflow's input: empty for a new agent, everything the agent carries after
     continue-as-new. Every field has a default, so `{}` starts an agent from the CLI."""
 
     def wire(self) -> dict[str, Any]:
-        """As sent: fields left at their defaults are left out, so a worker one release
-        older (extra fields are refused) still reads inputs that use none of the new ones,
-        as during a rolling deploy, when clients and workers are updated one after another."""
+        """As sent: fields left at their defaults are left out (the input stays small and
+        readable in the Web UI)."""
         # Top-level fields only: nested models keep theirs (a wake's `kind` tag has a default,
         # and the union cannot be read back without it).
         unset = {
@@ -911,18 +1047,9 @@ class AgentStart(_Model):
     events: list[Event] = []
     next_offset: int = Field(default=1, ge=1)
     #: How many runs this agent has had before this one.
-    generation: int = 0
-    #: Pending schedules with their absolute due times (alarms already due travel in `inbox`).
-    schedules: list[Schedule] = []
-    #: Set in a spawned child's input: its task and whom to report to.
-    task: TaskAssignment | None = None
-    #: Children whose tasks are in flight.
-    children: list[ChildRecord] = []
-    #: `ask_agent` requests waiting for their answers.
-    asks: list[PendingAsk] = []
-    #: Calls waiting for a person, and the latest decisions (a second `decide` is refused).
-    approvals: list[PendingApproval] = []
-    decided: list[Decision] = []
-    #: Agents this one observes (by peer id), and agents observing this one (by subscriber id).
-    subscriptions: list[Subscription] = []
-    subscribers: list[Subscription] = []
+    generation: int = Field(default=0, ge=0)
+    alarms: AlarmsCarried = Field(default_factory=AlarmsCarried)
+    children: ChildrenCarried = Field(default_factory=ChildrenCarried)
+    messaging: MessagingCarried = Field(default_factory=MessagingCarried)
+    approvals: ApprovalsCarried = Field(default_factory=ApprovalsCarried)
+    observing: ObservingCarried = Field(default_factory=ObservingCarried)

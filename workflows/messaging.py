@@ -1,40 +1,36 @@
 """Agents talking to agents by name: `send_to_agent` and `ask_agent`.
 
-`AgentWorkflow` inherits `Messaging`, so every agent type has:
+Every agent has:
 
 * `send_to_agent(agent_type, name, text)`: fire-and-forget into another agent's inbox,
   creating that agent if needed. Returns the message id once the message is delivered.
 * `ask_agent(agent_type, name, text, timeout_seconds=...)`: the same message, with a
-  correlation id and `reply_to` set. Returns the correlation id at once; this agent goes on
-  working. When the other agent has answered (or its turn failed), it signals `agent_reply`
-  back, and this agent is woken with an `agent_reply` wake; if no answer comes before the
-  deadline, the wake says `timed_out` (error type `AskAgentTimedOut`). A late answer is
-  ignored: each ask wakes the asker exactly once.
+  correlation id, a token and `reply_to` set. Returns at once; this agent goes on working.
+  When the other agent has answered (or its turn failed), it signals `agent_reply` back with
+  the token, and this agent is woken with an `agent_reply` wake; if no answer comes before
+  the deadline, the wake says `timed_out` (error type `AskAgentTimedOut`). An answer without
+  the ask's token, or a late one, is ignored: each ask wakes the asker exactly once, and only
+  the asked agent can answer it (the `asks` query shows correlation ids, never tokens).
 * `on_agent_reply`: the hook that wake is applied with (default: to `on_message` as a message
   from sender `agent:<target id>`); query `asks` lists the asks in flight.
 
-Why an activity for delivery. An external workflow handle (`workflow.get_external_workflow_
-handle(id).signal(...)`) can only reach an agent that is already running; it cannot create
-one, and workflow code has no signal-with-start. Delivery is therefore the `deliver_message`
-activity (`activities/agents.py`): signal-with-start through the worker's client, retried by
-Temporal, idempotent through the message id the sending workflow fixed. The answer goes back
-the other way by a plain external signal: the asker is running (it waits for it), and if it
-is gone there is nobody to tell. Both show in the Web UI with summaries naming both agents.
-
-Pending asks, with absolute deadlines, are carried across continue-as-new; each new run arms
-one timer per pending ask.
+Why an activity for delivery. An external workflow handle can only signal an agent that is
+already running; it cannot create one, and workflow code has no signal-with-start. Delivery is
+therefore the `deliver_message` activity (`activities/agents.py`): get-or-create through the
+worker's client, retried by Temporal, idempotent through the message id the sending workflow
+fixed. The answer goes back the other way by a plain external signal: the asker is running
+(it waits for it), and if it is gone there is nobody to tell.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, Literal
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows.clock import seconds_until
@@ -42,191 +38,139 @@ from workflows.errors import (
     AskAgentTimedOut,
     DeliveryFailed,
     InvalidRequest,
+    LimitExceeded,
+    TurnFailed,
     from_application_error,
-    parse_input,
 )
 from workflows.messages import (
+    MAX_TEXT_CHARS,
     AgentDelivery,
     AgentReply,
     AgentReplyEvent,
     AgentReplyWake,
-    AgentStart,
+    AskInFlight,
     AskReply,
     Message,
+    MessagingCarried,
     PendingAsk,
-    RejectedEvent,
     ReplyTo,
     SentToAgentEvent,
-    Wake,
     preview,
 )
+from workflows.parts import AgentContext, Part, SignalHandler
+from workflows.payloads import decode
 from workflows.visibility import agent_id
 
-if TYPE_CHECKING:
-    from workflows.errors import TurnFailed
-    from workflows.messages import Event
-
-#: The activity that signal-with-starts another agent's `message`.
+#: The activity that get-or-creates another agent and queues a message into it.
 DELIVER_ACTIVITY = "deliver_message"
 #: The signal an asked agent answers with.
 AGENT_REPLY_SIGNAL = "agent_reply"
 
 
-class Messaging:
-    """Messages between agents for `AgentWorkflow` (see the module docstring)."""
-
-    #: Default deadline of `ask_agent`.
-    ask_timeout: ClassVar[timedelta] = timedelta(minutes=5)
-    #: Timeouts and retries of one delivery.
-    delivery_timeout: ClassVar[timedelta] = timedelta(seconds=30)
-    delivery_retry_policy: ClassVar[RetryPolicy] = RetryPolicy(
-        initial_interval=timedelta(milliseconds=500),
-        backoff_coefficient=2.0,
-        maximum_interval=timedelta(seconds=10),
-        maximum_attempts=10,
-    )
-
-    if TYPE_CHECKING:  # provided by AgentWorkflow
-        _inbox: deque[Wake]
-
-        def _log(self, kind: type[Event], **fields: Any) -> int: ...  # type: ignore[valid-type]
-        def _count_arrival(self, *, update: bool = False) -> None: ...
-        def _parse_message(self, raw: Any) -> Message: ...
-        async def on_message(self, message: Any) -> str | None: ...
-        async def _run_turn(
-            self, key: str, label: str, turn: Callable[[], Awaitable[str | None]]
-        ) -> AskReply | TurnFailed: ...
-
-    def _init_messaging(self, start: AgentStart) -> None:
-        self._asks: dict[str, PendingAsk] = {a.correlation_id: a for a in start.asks}
-        self._ask_timers: dict[str, asyncio.Task[None]] = {}
+class Messaging(Part):
+    def __init__(
+        self,
+        ctx: AgentContext,
+        carried: MessagingCarried,
+        *,
+        max_pending_asks: int,
+        delivery_timeout: timedelta,
+        delivery_retry_policy: RetryPolicy,
+        parse_message: Callable[[Any], Message],
+    ) -> None:
+        self._ctx = ctx
+        self._max_pending = max_pending_asks
+        self._delivery_timeout = delivery_timeout
+        self._delivery_retry_policy = delivery_retry_policy
+        self._parse_message = parse_message
+        self._asks: dict[str, AskInFlight] = {a.correlation_id: a for a in carried.asks}
+        self._timers: dict[str, asyncio.Task[None]] = {}
         #: Asks a running turn waits for (`ask_agent_and_wait`): their outcome lands here
         #: instead of in the inbox.
-        self._awaited_asks: dict[str, AgentReplyWake | None] = {}
+        self._awaited: dict[str, AgentReplyWake | None] = {}
 
-    # ------------------------------------------------------------------ for agent types
+    def signals(self) -> Mapping[str, SignalHandler]:
+        return {AGENT_REPLY_SIGNAL: self._on_reply}
 
-    async def send_to_agent(
-        self, agent_type: str, name: str, text: str, *, data: Any = None
-    ) -> str:
-        """Deliver `text` into the inbox of `{agent_type}/{name}` (creating that agent if
-        needed) and return the message id. Raises `InvalidMessage`, `UnknownAgentType`, or
-        `DeliveryFailed` when retries ran out."""
+    # ------------------------------------------------------------------ the asker's side
+
+    async def send(self, agent_type: str, name: str, text: str, *, data: Any) -> str:
         message_id = f"msg-{workflow.uuid4()}"
         await self._deliver(agent_type, name, text, message_id=message_id, data=data)
         return message_id
 
-    async def ask_agent(
+    async def ask(
         self,
         agent_type: str,
         name: str,
         text: str,
         *,
-        timeout_seconds: float | None = None,
-        data: Any = None,
-    ) -> PendingAsk:
-        """Ask `{agent_type}/{name}` (creating it if needed) and return at once; this agent is
-        woken with an `agent_reply` wake when the answer arrives or the ask times out
-        (`timeout_seconds`, default `ask_timeout`). Raises like `send_to_agent`."""
-        return await self._ask(agent_type, name, text, timeout_seconds=timeout_seconds, data=data)
-
-    async def ask_agent_and_wait(
-        self,
-        agent_type: str,
-        name: str,
-        text: str,
-        *,
-        timeout_seconds: float | None = None,
-        data: Any = None,
-    ) -> AgentReplyWake:
-        """Ask, and wait inside the running turn for the answer (or the timeout: status
-        `timed_out`, error type `AskAgentTimedOut`); no wake is queued. The agent handles
-        nothing else meanwhile: use it where the answer is the turn's answer (a router)."""
-        ask = await self._ask(
-            agent_type, name, text, timeout_seconds=timeout_seconds, data=data, in_turn=True
-        )
-        key = ask.correlation_id
-        try:
-            await workflow.wait_condition(lambda: self._awaited_asks.get(key) is not None)
-            outcome = self._awaited_asks[key]
-        finally:
-            self._awaited_asks.pop(key, None)
-        assert outcome is not None
-        return outcome
-
-    async def _ask(
-        self,
-        agent_type: str,
-        name: str,
-        text: str,
-        *,
-        timeout_seconds: float | None,
+        timeout: timedelta,
         data: Any,
         in_turn: bool = False,
     ) -> PendingAsk:
-        if timeout_seconds is not None and timeout_seconds <= 0:
+        if timeout <= timedelta(0):
             raise InvalidRequest("timeout_seconds must be positive")
+        if len(self._asks) >= self._max_pending:
+            raise LimitExceeded(
+                f"{len(self._asks)} asks are waiting for answers, the most this agent type "
+                "allows; wait for some to be answered"
+            )
         correlation_id = f"ask-{workflow.uuid4()}"
-        timeout = (
-            timedelta(seconds=timeout_seconds) if timeout_seconds is not None else self.ask_timeout
-        )
-        ask = PendingAsk(
+        now = workflow.now()
+        ask = AskInFlight(
             correlation_id=correlation_id,
             target_id=agent_id(agent_type, name),
             question=preview(text) or "",
-            asked_at=workflow.now(),
-            deadline=workflow.now() + timeout,
+            asked_at=now,
+            deadline=now + timeout,
+            token=self._ctx.new_token(),
         )
-        reply_to = ReplyTo(asker_id=workflow.info().workflow_id, correlation_id=correlation_id)
+        reply_to = ReplyTo(
+            asker_id=self._ctx.agent_id, correlation_id=correlation_id, token=ask.token
+        )
         # Pending before delivery: an answer can come back before the activity's result does.
         self._asks[correlation_id] = ask
         if in_turn:
-            self._awaited_asks[correlation_id] = None
+            self._awaited[correlation_id] = None
         try:
             await self._deliver(
                 agent_type, name, text, message_id=correlation_id, data=data, reply_to=reply_to
             )
         except BaseException:
             self._asks.pop(correlation_id, None)
-            self._awaited_asks.pop(correlation_id, None)
+            self._awaited.pop(correlation_id, None)
             raise
         if correlation_id in self._asks:  # not already answered while delivery completed
-            self._arm_ask_timer(ask)
-        return ask
+            self._arm_timer(ask)
+        return _public(ask)
+
+    async def wait_for(self, correlation_id: str) -> AgentReplyWake:
+        """The answer to an ask made with `in_turn=True` (or its timeout)."""
+        try:
+            await workflow.wait_condition(lambda: self._awaited.get(correlation_id) is not None)
+            outcome = self._awaited[correlation_id]
+        finally:
+            self._awaited.pop(correlation_id, None)
+        assert outcome is not None
+        return outcome
 
     @property
-    def pending_asks(self) -> list[PendingAsk]:
+    def pending(self) -> list[PendingAsk]:
         """The asks waiting for answers, oldest first."""
-        return sorted(self._asks.values(), key=lambda a: a.asked_at)
+        return [_public(a) for a in sorted(self._asks.values(), key=lambda a: a.asked_at)]
 
-    async def on_agent_reply(self, wake: AgentReplyWake) -> str | None:
-        """Apply an answer (or a timeout) to `self.state`; the default hands it to
-        `on_message` as `wake.as_message()`."""
-        return await self.on_message(wake.as_message())
-
-    # ------------------------------------------------------------------ wire
-
-    @workflow.signal(name=AGENT_REPLY_SIGNAL)
-    def agent_reply_signal(self, raw: Any) -> None:
-        self._count_arrival()
-        try:
-            reply = parse_input(AgentReply, raw)
-        except InvalidRequest as err:
-            self._log(RejectedEvent, error=str(err))
+    def _on_reply(self, raw: RawValue) -> None:
+        reply = decode(raw, AgentReply)
+        ask = self._asks.get(reply.correlation_id)
+        if ask is None:
+            workflow.logger.info("ignored answer to %s (not pending)", reply.correlation_id)
             return
-        self._ask_done(
-            reply.correlation_id,
-            status=reply.status,
-            reply=reply.reply,
-            error=reply.error,
-            error_type=reply.error_type,
-        )
-
-    @workflow.query(name="asks")
-    def asks_query(self) -> list[PendingAsk]:
-        return self.pending_asks
-
-    # ------------------------------------------------------------------ the asker's side
+        if reply.token != ask.token:
+            self._ctx.reject(AGENT_REPLY_SIGNAL, f"answer to {reply.correlation_id} without its token")
+            return
+        self._done(ask, status=reply.status, reply=reply.reply, error=reply.error,
+                   error_type=reply.error_type)  # fmt: skip
 
     async def _deliver(
         self,
@@ -238,7 +182,7 @@ class Messaging:
         data: Any,
         reply_to: ReplyTo | None = None,
     ) -> None:
-        me = workflow.info().workflow_id
+        me = self._ctx.agent_id
         raw = {"text": text, "sender": f"agent:{me}", "id": message_id, "data": data}
         message = self._parse_message(raw).model_copy(update={"reply_to": reply_to})
         target = agent_id(agent_type, name)
@@ -249,12 +193,12 @@ class Messaging:
                 AgentDelivery(
                     agent_type=agent_type,
                     name=name,
-                    task_queue=workflow.info().task_queue,
+                    task_queue=self._ctx.task_queue,
                     message=message,
                     sender_id=me,
                 ),
-                start_to_close_timeout=self.delivery_timeout,
-                retry_policy=self.delivery_retry_policy,
+                start_to_close_timeout=self._delivery_timeout,
+                retry_policy=self._delivery_retry_policy,
                 summary=f"{verb} {me} → {target}: {preview(text)}",
             )
         except ActivityError as err:
@@ -263,7 +207,7 @@ class Messaging:
             if typed is not None:
                 raise typed from None
             raise DeliveryFailed(f"could not deliver to {target}: {cause or err}") from None
-        self._log(
+        self._ctx.record(
             SentToAgentEvent,
             target_id=target,
             message_id=message_id,
@@ -271,89 +215,95 @@ class Messaging:
             correlation_id=reply_to.correlation_id if reply_to else None,
         )
 
-    def _arm_ask_timer(self, ask: PendingAsk) -> None:
+    def _arm_timer(self, ask: AskInFlight) -> None:
         if ask.deadline is not None:
-            self._ask_timers[ask.correlation_id] = asyncio.create_task(self._ask_timer(ask))
+            self._timers[ask.correlation_id] = asyncio.create_task(self._deadline(ask))
 
-    def _arm_ask_timers(self) -> None:
-        """At the start of a run: one timer per carried ask."""
-        for ask in self.pending_asks:
-            self._arm_ask_timer(ask)
-
-    async def _ask_timer(self, ask: PendingAsk) -> None:
+    async def _deadline(self, ask: AskInFlight) -> None:
         assert ask.deadline is not None
-        delay = seconds_until(ask.deadline)
-        await workflow.sleep(delay, summary=f"ask {ask.target_id}: deadline")
-        self._ask_timers.pop(ask.correlation_id, None)
-        self._ask_done(
-            ask.correlation_id,
-            status="timed_out",
-            error=f"no answer from {ask.target_id} within the ask's deadline",
-            error_type=AskAgentTimedOut.__name__,
-        )
+        await workflow.sleep(seconds_until(ask.deadline), summary=f"ask {ask.target_id}: deadline")
+        self._timers.pop(ask.correlation_id, None)
+        if self._asks.get(ask.correlation_id) is ask:
+            self._done(
+                ask,
+                status="timed_out",
+                error=f"no answer from {ask.target_id} within the ask's deadline",
+                error_type=AskAgentTimedOut.__name__,
+            )
 
-    def _ask_done(
+    def _done(
         self,
-        correlation_id: str,
+        ask: AskInFlight,
         *,
         status: Literal["answered", "failed", "timed_out"],
         reply: str | None = None,
         error: str | None = None,
         error_type: str | None = None,
     ) -> None:
-        """The first answer (or the timeout) of a pending ask becomes a wake; later ones are
-        ignored."""
-        ask = self._asks.pop(correlation_id, None)
-        if ask is None:
-            workflow.logger.info("ignored answer to %s (not pending)", correlation_id)
-            return
-        timer = self._ask_timers.pop(correlation_id, None)
+        """The first answer (or the timeout) of a pending ask becomes a wake."""
+        del self._asks[ask.correlation_id]
+        timer = self._timers.pop(ask.correlation_id, None)
         if timer is not None:
             timer.cancel()  # answered in time: no wake-up at the deadline
         wake = AgentReplyWake(
-            ask=ask,
+            ask=_public(ask),
             status=status,
             reply=reply,
             error=error,
             error_type=error_type,
             received_at=workflow.now(),
         )
-        if correlation_id in self._awaited_asks:  # a turn waits for it
-            self._awaited_asks[correlation_id] = wake
+        if ask.correlation_id in self._awaited:  # a turn waits for it
+            self._awaited[ask.correlation_id] = wake
         else:
-            self._inbox.append(wake)
-        self._log(
+            self._ctx.queue(wake)
+        self._ctx.record(
             AgentReplyEvent,
-            correlation_id=correlation_id,
+            correlation_id=ask.correlation_id,
             from_id=ask.target_id,
             status=status,
             reply=preview(reply),
             error=preview(error),
         )
 
-    def _carried_asks(self) -> dict[str, Any]:
-        return {"asks": self.pending_asks}
-
     # ------------------------------------------------------------------ the asked side
 
-    async def _answer_asker(self, message: Message, outcome: AskReply | TurnFailed) -> None:
+    async def answer(self, message: Message, outcome: AskReply | TurnFailed) -> None:
         """After the turn of a message that another agent asked: signal it the answer."""
-        if message.reply_to is None:
+        reply_to = message.reply_to
+        if reply_to is None:
             return
-        me = workflow.info().workflow_id
         if isinstance(outcome, AskReply):
-            reply = AgentReply(correlation_id=message.reply_to.correlation_id, from_id=me,
-                               status="answered", reply=outcome.reply)  # fmt: skip
+            reply = AgentReply(correlation_id=reply_to.correlation_id, from_id=self._ctx.agent_id,
+                               status="answered", reply=_cut(outcome.reply), token=reply_to.token)  # fmt: skip
         else:
-            reply = AgentReply(correlation_id=message.reply_to.correlation_id, from_id=me,
-                               status="failed", error=str(outcome),
-                               error_type=outcome.error_type)  # fmt: skip
+            reply = AgentReply(correlation_id=reply_to.correlation_id, from_id=self._ctx.agent_id,
+                               status="failed", error=_cut(str(outcome)),
+                               error_type=outcome.error_type[:200], token=reply_to.token)  # fmt: skip
         try:
-            await workflow.get_external_workflow_handle(message.reply_to.asker_id).signal(
+            await workflow.get_external_workflow_handle(reply_to.asker_id).signal(
                 AGENT_REPLY_SIGNAL, reply
             )
         except ApplicationError as err:  # the asker is gone
-            workflow.logger.warning("could not answer %s: %s", message.reply_to.asker_id, err)
+            workflow.logger.warning("could not answer %s: %s", reply_to.asker_id, err)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def arm(self) -> None:
+        for ask in self._asks.values():  # deadlines carried from the last run
+            self._arm_timer(ask)
+
+    def carry(self) -> MessagingCarried:
+        return MessagingCarried(asks=sorted(self._asks.values(), key=lambda a: a.asked_at))
+
+
+def _public(ask: AskInFlight) -> PendingAsk:
+    """The ask as queries and agent code see it: without the token."""
+    return PendingAsk.model_construct(**ask.model_dump(exclude={"token"}))
+
+
+def _cut(text: str | None) -> str | None:
+    return text if text is None or len(text) <= MAX_TEXT_CHARS else text[:MAX_TEXT_CHARS]
 
 
 def reply_prompt(wake: AgentReplyWake) -> str:
@@ -365,9 +315,4 @@ def reply_prompt(wake: AgentReplyWake) -> str:
     return head + f"Error ({wake.error_type or 'unknown'}): {wake.error or '(none)'}"
 
 
-__all__ = [
-    "AGENT_REPLY_SIGNAL",
-    "DELIVER_ACTIVITY",
-    "Messaging",
-    "reply_prompt",
-]
+__all__ = ["AGENT_REPLY_SIGNAL", "DELIVER_ACTIVITY", "Messaging", "reply_prompt"]

@@ -5,7 +5,8 @@ from __future__ import annotations
 from temporalio import workflow
 
 from workflows.entity import AgentWorkflow
-from workflows.messages import AgentStart, Message
+from workflows.messages import Message
+from workflows.registry import agent_type
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
@@ -16,7 +17,7 @@ class NotesState(BaseModel):
     notes: list[str] = []
 
 
-@workflow.defn(name="notes")
+@agent_type("notes")
 class NotesAgent(AgentWorkflow[NotesState]):
     """Appends every message to its notes and says which note number it was.
 
@@ -25,9 +26,6 @@ class NotesAgent(AgentWorkflow[NotesState]):
 
     state_model = NotesState
 
-    @workflow.run
-    async def run(self, start: AgentStart) -> None:
-        await self.serve()
 
     async def on_message(self, message: Message) -> str:
         self.state.notes.append(message.text)

@@ -1,6 +1,6 @@
 """Observing another agent: be woken (debounced) when it changes.
 
-`AgentWorkflow` inherits `Observing`, so every agent type has:
+Every agent has:
 
 * `observe(agent_type, name, watch="state", debounce_seconds=2)`: from now on, this agent is
   woken with a `peer_changed` wake when that agent's state gets a new version (`watch="state"`)
@@ -9,16 +9,16 @@
 * `on_peer_changed`: the hook the wake is applied with (default: to `on_message` as a message
   from `peer:<peer id>`); LLM agents run a turn that tells the model who changed.
 
-How. The observer signals `subscribe` to the observed agent (which must be running:
-`AgentNotFound` otherwise), which keeps its subscribers and, per subscriber, one task that waits
-for a change, waits out the debounce window (a timer summarised `debounce ... for <id>`), and
-signals `peer_changed` (the version and last event offset) to the subscriber's workflow id.
-Pushing beats polling here: nothing runs while nothing changes, and each window costs the
-observed agent one timer and one signal per subscriber. The observer coalesces a
-`peer_changed` that arrives while an earlier one still waits in its inbox into that one
-(debounced on both sides). Both sides carry their halves across continue-as-new, with the last
-reported version and offset, so a change made just before a switch is still reported once.
-A subscriber that no longer exists is dropped at its next report.
+How. The observer keeps the observation with a fresh token and signals `subscribe` (with the
+token) to the observed agent, which must be running (`AgentNotFound` otherwise). The observed
+agent believes nobody on their word: an activity asks the claimed subscriber (query
+`confirm_subscription`, which answers yes or no and reveals nothing) whether it wants these
+changes under this token; only then does it keep the subscriber, at most `max_observers` of
+them. Per subscriber, one task waits for a change, waits out the debounce window, and signals
+`peer_changed` (version, last event offset and the token) to the subscriber, which ignores a
+change without the token. Both sides carry their halves across continue-as-new, with the last
+reported version and offset, so a change made just before a switch is still reported once. A
+subscriber that no longer exists is dropped at its next report.
 
 Two agents that observe each other's state wake each other forever (every applied wake makes
 a new version), one round per debounce window: observe one way, or stop when done.
@@ -27,182 +27,218 @@ a new version), one round per debounce window: observe one way, or stop when don
 from __future__ import annotations
 
 import asyncio
-from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Literal
 
 from temporalio import workflow
+from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ApplicationError
 
-from workflows.errors import AgentNotFound, InvalidRequest, NotObserving, parse_input
+from workflows.errors import AgentNotFound, InvalidRequest, LimitExceeded, NotObserving, parse_input
+from workflows.inbox import Inbox
 from workflows.messages import (
-    AgentStart,
+    Observation,
+    ObservingCarried,
     PeerChange,
     PeerChangedEvent,
     PeerChangedWake,
-    RejectedEvent,
+    SubscriberCheck,
     SubscribeRequest,
     Subscription,
+    SubscriptionCheck,
     SubscriptionEvent,
     UnsubscribeRequest,
-    Wake,
 )
+from workflows.parts import AgentContext, Part, SignalHandler
+from workflows.payloads import decode
 from workflows.visibility import agent_id
-
-if TYPE_CHECKING:
-    from workflows.errors import TurnFailed
-    from workflows.eventlog import EventLog
-    from workflows.messages import AskReply, Event
 
 SUBSCRIBE_SIGNAL = "subscribe"
 UNSUBSCRIBE_SIGNAL = "unsubscribe"
 PEER_CHANGED_SIGNAL = "peer_changed"
+#: The query a subscriber answers to confirm its subscription.
+CONFIRM_SUBSCRIPTION_QUERY = "confirm_subscription"
+#: The activity that asks it.
+CONFIRM_SUBSCRIBER_ACTIVITY = "confirm_subscriber"
 
 
-class Observing:
-    """Observations between agents for `AgentWorkflow` (see the module docstring)."""
-
-    if TYPE_CHECKING:  # provided by AgentWorkflow
-        _inbox: deque[Wake]
-        _events: EventLog
-
-        @property
-        def version(self) -> int: ...
-        def _log(self, kind: type[Event], **fields: Any) -> int: ...  # type: ignore[valid-type]
-        def _count_arrival(self, *, update: bool = False) -> None: ...
-        async def on_message(self, message: Any) -> str | None: ...
-        async def _run_turn(
-            self, key: str, label: str, turn: Callable[[], Awaitable[str | None]]
-        ) -> AskReply | TurnFailed: ...
-
-    def _init_observing(self, start: AgentStart) -> None:
+class Observing(Part):
+    def __init__(
+        self,
+        ctx: AgentContext,
+        carried: ObservingCarried,
+        *,
+        inbox: Inbox,
+        max_observing: int,
+        max_observers: int,
+    ) -> None:
+        self._ctx = ctx
+        self._inbox = inbox
+        self._max_observing = max_observing
+        self._max_observers = max_observers
         #: Agents this one observes, by their ids.
-        self._subscriptions: dict[str, Subscription] = {s.peer_id: s for s in start.subscriptions}
-        #: Agents observing this one, by their ids.
-        self._subscribers: dict[str, Subscription] = {s.subscriber_id: s for s in start.subscribers}
+        self._observing: dict[str, Observation] = {s.peer_id: s for s in carried.observing}
+        #: Confirmed agents observing this one, by their ids.
+        self._observers: dict[str, Observation] = {s.subscriber_id: s for s in carried.observers}
+        #: Subscribers being asked to confirm, with their would-be observations.
+        self._confirming: dict[str, tuple[Observation, asyncio.Task[None]]] = {}
+        self._carried_confirming = carried.confirming
         self._notifiers: dict[str, asyncio.Task[None]] = {}
 
-    # ------------------------------------------------------------------ for agent types
+    def signals(self) -> Mapping[str, SignalHandler]:
+        return {
+            SUBSCRIBE_SIGNAL: self._on_subscribe,
+            UNSUBSCRIBE_SIGNAL: self._on_unsubscribe,
+            PEER_CHANGED_SIGNAL: self._on_peer_changed,
+        }
+
+    # ------------------------------------------------------------------ the observer's side
 
     async def observe(
-        self,
-        agent_type: str,
-        name: str,
-        *,
-        watch: Literal["state", "events"] = "state",
-        debounce_seconds: float = 2.0,
+        self, agent_type: str, name: str, *, watch: Literal["state", "events"], debounce: float
     ) -> Subscription:
-        """Be woken with `peer_changed` when `{agent_type}/{name}` changes (see the module
-        docstring). Observing an agent again replaces the earlier observation. Raises
-        `InvalidRequest` for bad options or this agent itself, `AgentNotFound` if the agent
-        is not running."""
-        me = workflow.info().workflow_id
+        me = self._ctx.agent_id
         peer_id = agent_id(agent_type, name)
         if peer_id == me:
             raise InvalidRequest("an agent cannot observe itself")
+        if peer_id not in self._observing and len(self._observing) >= self._max_observing:
+            raise LimitExceeded(
+                f"this agent observes {len(self._observing)} agents, the most its type allows"
+            )
+        token = self._ctx.new_token()
         request = parse_input(
             SubscribeRequest,
-            {"subscriber_id": me, "watch": watch, "debounce_seconds": debounce_seconds},
+            {"subscriber_id": me, "watch": watch, "debounce_seconds": debounce, "token": token},
         )
+        observation = Observation(**request.model_dump(exclude={"token"}), peer_id=peer_id,
+                                  since=workflow.now(), token=token)  # fmt: skip
+        # Kept before the signal goes out: the peer's confirmation query may come at once.
+        previous = self._observing.get(peer_id)
+        self._observing[peer_id] = observation
         try:
             await workflow.get_external_workflow_handle(peer_id).signal(SUBSCRIBE_SIGNAL, request)
         except ApplicationError as err:
+            if previous is None:
+                self._observing.pop(peer_id, None)
+            else:
+                self._observing[peer_id] = previous
             raise AgentNotFound(f"cannot observe {peer_id}: {err}") from None
-        subscription = Subscription(**request.model_dump(), peer_id=peer_id, since=workflow.now())
-        self._subscriptions[peer_id] = subscription
-        self._log(SubscriptionEvent, role="observer", peer_id=peer_id, active=True)
-        return subscription
+        self._ctx.record(SubscriptionEvent, role="observer", peer_id=peer_id, active=True)
+        return _public(observation)
 
-    async def stop_observing(self, agent_type: str, name: str) -> Subscription:
-        """End an observation (`NotObserving` if there is none). A `peer_changed` already
-        in the inbox is still applied; later ones are ignored."""
+    async def stop(self, agent_type: str, name: str) -> Subscription:
         peer_id = agent_id(agent_type, name)
-        subscription = self._subscriptions.pop(peer_id, None)
-        if subscription is None:
+        observation = self._observing.pop(peer_id, None)
+        if observation is None:
             raise NotObserving(f"this agent does not observe {peer_id}")
-        request = UnsubscribeRequest(subscriber_id=workflow.info().workflow_id)
+        request = UnsubscribeRequest(subscriber_id=self._ctx.agent_id, token=observation.token)
         try:
             await workflow.get_external_workflow_handle(peer_id).signal(UNSUBSCRIBE_SIGNAL, request)
         except ApplicationError as err:  # the peer is gone: nothing left to stop
             workflow.logger.info("could not unsubscribe from %s: %s", peer_id, err)
-        self._log(SubscriptionEvent, role="observer", peer_id=peer_id, active=False)
-        return subscription
+        self._ctx.record(SubscriptionEvent, role="observer", peer_id=peer_id, active=False)
+        return _public(observation)
 
     @property
-    def observed(self) -> list[Subscription]:
-        """The agents this one observes."""
-        return sorted(self._subscriptions.values(), key=lambda s: s.since)
+    def observing(self) -> list[Subscription]:
+        return [_public(s) for s in sorted(self._observing.values(), key=lambda s: s.since)]
 
-    async def on_peer_changed(self, wake: PeerChangedWake) -> str | None:
-        """Apply a peer's change to `self.state`; the default hands it to `on_message` as
-        `wake.as_message()`."""
-        return await self.on_message(wake.as_message())
+    @property
+    def observers(self) -> list[Subscription]:
+        return [_public(s) for s in sorted(self._observers.values(), key=lambda s: s.since)]
 
-    # ------------------------------------------------------------------ wire
+    def confirms(self, check: SubscriptionCheck) -> bool:
+        """Query `confirm_subscription`: does this agent observe `peer_id` under `token`?"""
+        observation = self._observing.get(check.peer_id)
+        return observation is not None and observation.token == check.token
 
-    @workflow.signal(name=SUBSCRIBE_SIGNAL)
-    def subscribe_signal(self, raw: Any) -> None:
-        self._count_arrival()
-        try:
-            request = parse_input(SubscribeRequest, raw)
-        except InvalidRequest as err:
-            self._log(RejectedEvent, error=str(err))
-            return
-        subscriber = Subscription(
-            **request.model_dump(),
-            peer_id=workflow.info().workflow_id,
-            since=workflow.now(),
-            reported_version=self.version,
-            reported_offset=self._events.last_offset,
-        )
-        self._subscribers[request.subscriber_id] = subscriber
-        self._log(SubscriptionEvent, role="observed", peer_id=request.subscriber_id, active=True)
-        self._start_notifier(request.subscriber_id)
-
-    @workflow.signal(name=UNSUBSCRIBE_SIGNAL)
-    def unsubscribe_signal(self, raw: Any) -> None:
-        self._count_arrival()
-        try:
-            request = parse_input(UnsubscribeRequest, raw)
-        except InvalidRequest as err:
-            self._log(RejectedEvent, error=str(err))
-            return
-        self._drop_subscriber(request.subscriber_id)
-
-    @workflow.signal(name=PEER_CHANGED_SIGNAL)
-    def peer_changed_signal(self, raw: Any) -> None:
-        self._count_arrival()
-        try:
-            change = parse_input(PeerChange, raw)
-        except InvalidRequest as err:
-            self._log(RejectedEvent, error=str(err))
-            return
-        if change.peer_id not in self._subscriptions:
+    def _on_peer_changed(self, raw: RawValue) -> None:
+        change = decode(raw, PeerChange)
+        observation = self._observing.get(change.peer_id)
+        if observation is None:
             return  # a report that crossed our unsubscribe
+        if change.token != observation.token:
+            self._ctx.reject(PEER_CHANGED_SIGNAL, f"change of {change.peer_id} without its token")
+            return
         for index, wake in enumerate(self._inbox):
             if isinstance(wake, PeerChangedWake) and wake.change.peer_id == change.peer_id:
                 self._inbox[index] = wake.model_copy(
                     update={"change": change, "signals": wake.signals + 1}
                 )
                 return
-        self._inbox.append(PeerChangedWake(change=change, received_at=workflow.now()))
-        self._log(PeerChangedEvent, peer_id=change.peer_id, version=change.version,
-                  last_offset=change.last_offset)  # fmt: skip
-
-    @workflow.query(name="subscriptions")
-    def subscriptions_query(self) -> dict[str, list[Subscription]]:
-        """What this agent observes, and who observes it."""
-        return {
-            "observing": self.observed,
-            "observed_by": sorted(self._subscribers.values(), key=lambda s: s.since),
-        }
+        self._ctx.queue(PeerChangedWake(change=change, received_at=workflow.now()))
+        self._ctx.record(PeerChangedEvent, peer_id=change.peer_id, version=change.version,
+                         last_offset=change.last_offset)  # fmt: skip
 
     # ------------------------------------------------------------------ the observed side
 
-    def _arm_notifiers(self) -> None:
-        """At the start of a run: one notifier per carried subscriber."""
-        for subscriber_id in list(self._subscribers):
-            self._start_notifier(subscriber_id)
+    def _on_subscribe(self, raw: RawValue) -> None:
+        request = decode(raw, SubscribeRequest)
+        subscriber_id = request.subscriber_id
+        if subscriber_id == self._ctx.agent_id or request.token is None:
+            self._ctx.reject(SUBSCRIBE_SIGNAL, f"{subscriber_id} cannot subscribe without a token")
+            return
+        known = self._observers.get(subscriber_id)
+        if known is None and subscriber_id not in self._confirming:
+            if len(self._observers) + len(self._confirming) >= self._max_observers:
+                self._ctx.reject(
+                    SUBSCRIBE_SIGNAL,
+                    f"{subscriber_id} cannot subscribe: {self._max_observers} agents already do",
+                )
+                return
+        pending = Observation(**request.model_dump(exclude={"token"}), peer_id=self._ctx.agent_id,
+                              since=workflow.now(), token=request.token,
+                              reported_version=self._ctx.version,
+                              reported_offset=self._ctx.events.last_offset)  # fmt: skip
+        self._start_confirming(pending)
+
+    def _start_confirming(self, pending: Observation) -> None:
+        previous = self._confirming.pop(pending.subscriber_id, None)
+        if previous is not None:
+            previous[1].cancel()
+        task = asyncio.create_task(self._confirm(pending))
+        self._confirming[pending.subscriber_id] = (pending, task)
+
+    async def _confirm(self, pending: Observation) -> None:
+        """Keep a subscriber once it confirms the subscription (query, by an activity)."""
+        subscriber_id = pending.subscriber_id
+        check = SubscriberCheck(
+            subscriber_id=subscriber_id,
+            check=SubscriptionCheck(peer_id=self._ctx.agent_id, token=pending.token),
+        )
+        try:
+            confirmed = await workflow.execute_activity(
+                CONFIRM_SUBSCRIBER_ACTIVITY,
+                check,
+                result_type=bool,
+                start_to_close_timeout=timedelta(seconds=10),
+                retry_policy=RetryPolicy(maximum_attempts=3),
+                summary=f"confirm subscriber {subscriber_id}",
+            )
+        except Exception as err:  # the activity failed for good: not confirmed
+            workflow.logger.info("could not confirm subscriber %s: %s", subscriber_id, err)
+            confirmed = False
+        finally:
+            entry = self._confirming.get(subscriber_id)
+            if entry is not None and entry[0] is pending:  # not replaced by a newer request
+                del self._confirming[subscriber_id]
+        if not confirmed:
+            self._ctx.reject(SUBSCRIBE_SIGNAL, f"{subscriber_id} did not confirm the subscription")
+            return
+        self._observers[subscriber_id] = pending
+        self._ctx.record(SubscriptionEvent, role="observed", peer_id=subscriber_id, active=True)
+        self._start_notifier(subscriber_id)
+
+    def _on_unsubscribe(self, raw: RawValue) -> None:
+        request = decode(raw, UnsubscribeRequest)
+        known = self._observers.get(request.subscriber_id)
+        if known is None:
+            return
+        if request.token != known.token:
+            self._ctx.reject(UNSUBSCRIBE_SIGNAL, f"for {request.subscriber_id} without its token")
+            return
+        self._drop_observer(request.subscriber_id)
 
     def _start_notifier(self, subscriber_id: str) -> None:
         previous = self._notifiers.pop(subscriber_id, None)
@@ -210,32 +246,31 @@ class Observing:
             previous.cancel()
         self._notifiers[subscriber_id] = asyncio.create_task(self._notify(subscriber_id))
 
-    def _drop_subscriber(self, subscriber_id: str) -> None:
-        if self._subscribers.pop(subscriber_id, None) is None:
+    def _drop_observer(self, subscriber_id: str) -> None:
+        if self._observers.pop(subscriber_id, None) is None:
             return
         notifier = self._notifiers.pop(subscriber_id, None)
         if notifier is not None:
             notifier.cancel()
-        self._log(SubscriptionEvent, role="observed", peer_id=subscriber_id, active=False)
+        self._ctx.record(SubscriptionEvent, role="observed", peer_id=subscriber_id, active=False)
 
-    def _changed_for(self, subscriber: Subscription) -> bool:
-        if subscriber.watch == "events":
-            return self._events.last_offset != subscriber.reported_offset
-        return self.version != subscriber.reported_version
+    def _changed_for(self, observer: Observation) -> bool:
+        if observer.watch == "events":
+            return self._ctx.events.last_offset != observer.reported_offset
+        return self._ctx.version != observer.reported_version
 
     async def _notify(self, subscriber_id: str) -> None:
         """Report changes to one subscriber, at most one signal per debounce window."""
-        me = workflow.info().workflow_id
-        while (subscriber := self._subscribers.get(subscriber_id)) is not None:
-            await workflow.wait_condition(lambda s=subscriber: self._changed_for(s))
+        while (observer := self._observers.get(subscriber_id)) is not None:
+            await workflow.wait_condition(lambda o=observer: self._changed_for(o))
             await workflow.sleep(
-                subscriber.debounce_seconds, summary=f"debounce changes for {subscriber_id}"
+                observer.debounce_seconds, summary=f"debounce changes for {subscriber_id}"
             )
-            if self._subscribers.get(subscriber_id) is not subscriber:
+            if self._observers.get(subscriber_id) is not observer:
                 return
-            change = PeerChange(peer_id=me, version=self.version,
-                                last_offset=self._events.last_offset,
-                                changed_at=workflow.now())  # fmt: skip
+            change = PeerChange(peer_id=self._ctx.agent_id, version=self._ctx.version,
+                                last_offset=self._ctx.events.last_offset,
+                                changed_at=workflow.now(), token=observer.token)  # fmt: skip
             try:
                 await workflow.get_external_workflow_handle(subscriber_id).signal(
                     PEER_CHANGED_SIGNAL, change
@@ -243,18 +278,33 @@ class Observing:
             except ApplicationError as err:  # the subscriber is gone
                 workflow.logger.info("dropping subscriber %s: %s", subscriber_id, err)
                 self._notifiers.pop(subscriber_id, None)
-                self._drop_subscriber(subscriber_id)
+                self._drop_observer(subscriber_id)
                 return
             # Reported once delivered: a continue-as-new while the signal is on its way
             # carries the older mark, and the next run reports the change again.
-            subscriber.reported_version = change.version
-            subscriber.reported_offset = change.last_offset
+            observer.reported_version = change.version
+            observer.reported_offset = change.last_offset
 
-    def _carried_observations(self) -> dict[str, Any]:
-        return {
-            "subscriptions": self.observed,
-            "subscribers": list(self._subscribers.values()),
-        }
+    # ------------------------------------------------------------------ lifecycle
+
+    def arm(self) -> None:
+        for subscriber_id in list(self._observers):  # observers carried from the last run
+            self._start_notifier(subscriber_id)
+        for pending in self._carried_confirming:  # and subscriptions still to confirm
+            self._start_confirming(pending)
+        self._carried_confirming = []
+
+    def carry(self) -> ObservingCarried:
+        return ObservingCarried(
+            observing=sorted(self._observing.values(), key=lambda s: s.since),
+            observers=sorted(self._observers.values(), key=lambda s: s.since),
+            confirming=[pending for pending, _ in self._confirming.values()],
+        )
+
+
+def _public(observation: Observation) -> Subscription:
+    """The observation as queries and agent code see it: without the token."""
+    return Subscription.model_construct(**observation.model_dump(exclude={"token"}))
 
 
 def peer_prompt(wake: PeerChangedWake) -> str:
@@ -268,4 +318,9 @@ def peer_prompt(wake: PeerChangedWake) -> str:
     )
 
 
-__all__ = ["Observing", "peer_prompt"]
+__all__ = [
+    "CONFIRM_SUBSCRIBER_ACTIVITY",
+    "CONFIRM_SUBSCRIPTION_QUERY",
+    "Observing",
+    "peer_prompt",
+]

@@ -1,38 +1,124 @@
-"""Every agent type the worker runs and the client may address, by name.
+"""Agent types: how a class becomes one (`agent_type`), and every type the worker runs.
 
-Built-in types are registered here; an application registers its own with `register` before
-it builds its worker and client (both read this registry).
+    @agent_type("notes")
+    class NotesAgent(AgentWorkflow[NotesState]):
+        async def on_message(self, message: Message) -> str: ...
+
+`agent_type` makes the class a Temporal workflow of that type name (it supplies the `run`
+method every agent shares) and registers it, so the worker runs it and the client reads its
+state typed. The workflow sandbox re-imports an application's agent modules for every run;
+registering the same class (same module and name) again is harmless.
 """
 
 from __future__ import annotations
 
-from workflows.assistant import AssistantAgent
+import importlib
+import inspect
+import typing
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from temporalio import workflow
+from temporalio.common import RawValue
+
 from workflows.entity import AgentWorkflow
 from workflows.errors import UnknownAgentType
-from workflows.notes import NotesAgent
-from workflows.router import DefaultRouter
+from workflows.payloads import MISSING
 
-AGENT_TYPES: dict[str, type[AgentWorkflow]] = {}
+A = TypeVar("A", bound=type[AgentWorkflow[Any]])
+
+AGENT_TYPES: dict[str, type[AgentWorkflow[Any]]] = {}
+
+#: The modules of the built-in agent types, imported on first use of the registry.
+_BUILTIN_MODULES = ("workflows.notes", "workflows.assistant", "workflows.router")
 
 
-def register(cls: type[AgentWorkflow]) -> type[AgentWorkflow]:
-    """Register an agent workflow class under its workflow type name (usable as decorator)."""
-    name = getattr(cls, "__temporal_workflow_definition").name
+def agent_type(name: str) -> Callable[[A], A]:
+    """Class decorator: make an `AgentWorkflow` subclass the agent type `name` and register
+    it. The class names its state model (`state_model = ...`, or as the generic argument,
+    `AgentWorkflow[MyState]`) and implements `on_message`; it defines no `run`."""
+
+    def define(cls: A) -> A:
+        _check_class(cls, name)
+        cls.run = workflow.run(_run_method(cls))  # type: ignore[attr-defined]
+        cls.agent_type_name = name
+        return register(workflow.defn(name=name)(cls))
+
+    return define
+
+
+def _check_class(cls: type, name: str) -> None:
+    if not (isinstance(cls, type) and issubclass(cls, AgentWorkflow)):
+        raise TypeError(f"@agent_type({name!r}) decorates AgentWorkflow subclasses, not {cls!r}")
+    if not name or "/" in name or len(name) > 100:
+        raise ValueError(f"agent type name {name!r}: 1-100 characters, no '/'")
+    if "run" in cls.__dict__:
+        raise TypeError(
+            f"{cls.__qualname__} defines `run`: agent types do not (the runtime runs the "
+            "agent); put start-up work in `initial_state` or the `on_*` hooks"
+        )
+    if getattr(cls, "state_model", None) is None:
+        inferred = _state_model_from_generic(cls)
+        if inferred is None:
+            raise TypeError(
+                f"{cls.__qualname__} names no state model: set `state_model = MyState` or "
+                "subclass `AgentWorkflow[MyState]`"
+            )
+        cls.state_model = inferred
+
+
+def _state_model_from_generic(cls: type) -> type | None:
+    for base in getattr(cls, "__orig_bases__", ()):
+        args = typing.get_args(base)
+        if args and isinstance(args[0], type):
+            return args[0]
+    return None
+
+
+def _run_method(cls: type) -> Callable[..., Any]:
+    """The `run` method of an agent type: serve. Its signature is copied from the class's
+    `__init__` (the SDK requires the two to match exactly, annotations included)."""
+
+    async def run(self: AgentWorkflow[Any], start: RawValue = MISSING) -> None:
+        await self.serve()
+
+    run.__module__ = cls.__module__
+    run.__qualname__ = f"{cls.__name__}.run"  # the SDK checks the run method is the class's
+    run.__signature__ = inspect.signature(cls.__init__)  # type: ignore[attr-defined]
+    return run
+
+
+def register(cls: A) -> A:
+    """Register an agent type under its name (`agent_type` does this)."""
+    name = cls.agent_type_name
     existing = AGENT_TYPES.get(name)
     if existing is not None and existing is not cls:
+        same = (existing.__module__, existing.__qualname__) == (cls.__module__, cls.__qualname__)
+        if same:  # the sandbox re-importing the module: keep the first
+            return cls
         raise ValueError(f"agent type {name!r} is already registered by {existing.__qualname__}")
     AGENT_TYPES[name] = cls
     return cls
 
 
-def agent_class(agent_type: str) -> type[AgentWorkflow]:
+def agent_types() -> dict[str, type[AgentWorkflow[Any]]]:
+    """Every registered agent type by name (the built-in ones included)."""
+    _load_builtins()
+    return dict(AGENT_TYPES)
+
+
+def agent_class(name: str) -> type[AgentWorkflow[Any]]:
+    _load_builtins()
     try:
-        return AGENT_TYPES[agent_type]
+        return AGENT_TYPES[name]
     except KeyError:
         known = ", ".join(sorted(AGENT_TYPES))
-        raise UnknownAgentType(f"unknown agent type {agent_type!r} (known: {known})") from None
+        raise UnknownAgentType(f"unknown agent type {name!r} (known: {known})") from None
 
 
-register(NotesAgent)
-register(AssistantAgent)
-register(DefaultRouter)
+def _load_builtins() -> None:
+    for module in _BUILTIN_MODULES:
+        importlib.import_module(module)
+
+
+__all__ = ["AGENT_TYPES", "agent_class", "agent_type", "agent_types", "register"]

@@ -1,16 +1,12 @@
 """The router agent: the model picks which agent handles a request, forwards it, and relays
 the answer (the brief's `AgentCoordinator`).
 
-    @workflow.defn(name="concierge")
+    @agent_type("concierge")
     class Concierge(RouterAgent):
         routes = {
             "travel": "Plans trips: flights, hotels, itineraries.",
             "notes": "Takes notes and reads them back.",
         }
-
-        @workflow.run
-        async def run(self, start: AgentStart) -> None:
-            await self.serve()
 
 The system prompt lists the routes; the model calls `route_to(agent_type, request)` once or
 several times (a sequence of specialists), each call an `ask_agent` to the agent
@@ -28,11 +24,10 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated, ClassVar
 
 from pydantic import Field
-from temporalio import workflow
 
 from workflows.errors import DeliveryFailed, InvalidMessage, UnknownAgentType
 from workflows.llm import STATE_TOOLS, LLMAgent, LLMState, ToolError, workflow_tool
-from workflows.messages import AgentStart
+from workflows.registry import agent_type
 
 if TYPE_CHECKING:
     from workflows.llm.tools import AnyTool
@@ -88,7 +83,7 @@ class RouterAgent(LLMAgent[LLMState]):
         return f"{super().system_prompt()}\n\nAgents you can route to:\n{listed}"
 
 
-@workflow.defn(name="router")
+@agent_type("router")
 class DefaultRouter(RouterAgent):
     """Routes between the built-in agents."""
 
@@ -96,10 +91,6 @@ class DefaultRouter(RouterAgent):
         "notes": "Writes down whatever it is sent, as a numbered note.",
         "assistant": "A personal assistant with a long-term memory; answers questions.",
     }
-
-    @workflow.run
-    async def run(self, start: AgentStart) -> None:
-        await self.serve()
 
 
 __all__ = ["DefaultRouter", "RouterAgent", "route_to"]

@@ -7,23 +7,34 @@ time, never from when an alarm was handled, so it does not drift.
 
 A schedule whose due times passed while nothing ran (no worker, a long turn) fires once for
 all of them: the alarm carries the latest due time and how many earlier ones it stands for.
+
+Wall-clock times (a cron, an `at` without an offset) are read in the schedule's time zone, and
+each one falls due once: a time the clocks show twice (they went back) at its first
+occurrence; a time they skip (they went forward) at the first instant after the gap, where
+all the times skipped in one gap fall due together. A first due time lies at most
+`MAX_SCHEDULE_SECONDS` (about 100 years) ahead, far from the limits of `datetime`.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, datetime, timedelta, tzinfo
+from importlib import resources
 
 from temporalio import workflow
 
 from workflows.errors import InvalidSchedule, ScheduleNotFound, TooManySchedules
-from workflows.messages import AlarmWake, Schedule, ScheduleRequest
+from workflows.messages import MAX_SCHEDULE_SECONDS, AlarmWake, Schedule, ScheduleRequest
 
-# Time zones come from dateutil (the system's tz database, else the `tzdata` package), not
-# `zoneinfo`: the workflow sandbox wraps `zoneinfo.ZoneInfo` objects in proxies that
-# `datetime` refuses as tzinfo. Zone rules are read once per zone and cached.
+# Zone rules come from the `tzdata` package, never the host's tz database, so every worker
+# computes the same due times from the same history. dateutil reads them, not `zoneinfo`: the
+# workflow sandbox wraps `zoneinfo.ZoneInfo` objects in proxies that `datetime` refuses as
+# tzinfo. tzdata's files are slim (today's rules live in each file's footer), which dateutil
+# reads from 3.0 on.
 with workflow.unsafe.imports_passed_through():
-    from croniter import CroniterBadDateError, CroniterError, croniter
+    import tzdata
+    from croniter import croniter
     from dateutil import tz as dateutil_tz
 
 #: Missed due times of a cron schedule are counted one by one up to this many; beyond it the
@@ -31,106 +42,281 @@ with workflow.unsafe.imports_passed_through():
 #: does not make the agent iterate millions of times).
 MISSED_COUNT_LIMIT = 1_000
 
-# IANA names ("Europe/Paris", "UTC", "Etc/GMT+3"); never a path or a POSIX TZ string.
-_ZONE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$")
+# tzdata lists "Factory", a placeholder zone for machines whose zone is not set, not a place.
+_NOT_ZONES = frozenset({"Factory"})
 
 # croniter's `H` (hashed) and `R` (random) fields: random ones are not deterministic, and
 # hashed ones depend on an id we do not pass; both are rejected.
 _HASHED_OR_RANDOM = re.compile(r"^[hr](\(|/|$)", re.IGNORECASE)
 
+_HORIZON = timedelta(seconds=MAX_SCHEDULE_SECONDS)
+_SECOND = timedelta(seconds=1)
+_MICROSECOND = timedelta(microseconds=1)
+
+# Converting times near datetime.min/max, and croniter finding no match, raise these (every
+# CroniterError is a ValueError).
+_OUT_OF_RANGE = (OverflowError, ValueError)
+
 
 def zone(name: str | None) -> tzinfo:
-    """The time zone `name` (an IANA name like "Europe/Paris"); UTC when None."""
-    if name is None:
+    """The time zone called `name`, with its rules from the `tzdata` package.
+
+    Args:
+        name: An IANA zone name that `tzdata` lists ("Europe/Paris", "Etc/GMT+3"), or "UTC";
+            None means UTC.
+
+    Raises:
+        InvalidSchedule: `name` is not such a name (a path, "localtime", "Factory", a POSIX
+            TZ string).
+    """
+    if name is None or name == "UTC":
         return UTC
-    found = None
-    if _ZONE_NAME.match(name):
-        # The first use of a zone reads its rules from the tz database (then cached): a read
-        # of fixed system data, which the sandbox would refuse as file I/O.
-        with workflow.unsafe.sandbox_unrestricted():
-            found = dateutil_tz.gettz(name)
-    if not isinstance(found, dateutil_tz.tzfile | dateutil_tz.tzutc):
-        raise InvalidSchedule(f"unknown time zone {name!r} (use an IANA name like 'Europe/Paris')")
-    return found
+    if name not in _zone_names():
+        raise InvalidSchedule(
+            f"unknown time zone {_shown(name)} (use an IANA name like 'Europe/Paris')"
+        )
+    return _read_zone(name)
+
+
+@functools.cache
+def _zone_names() -> frozenset[str]:
+    # A read of fixed package data, which the sandbox would refuse as file I/O.
+    with workflow.unsafe.sandbox_unrestricted():
+        listed = resources.files(tzdata).joinpath("zones").read_text(encoding="utf-8")
+    return frozenset(listed.split()) - _NOT_ZONES
+
+
+@functools.cache
+def _read_zone(name: str) -> tzinfo:
+    with workflow.unsafe.sandbox_unrestricted():
+        rules = resources.files(tzdata).joinpath("zoneinfo", *name.split("/"))
+        with rules.open("rb") as file:
+            return dateutil_tz.tzfile(file, name)
 
 
 def check_cron(expression: str) -> None:
-    """Raise `InvalidSchedule` unless `expression` is a cron expression we run: 5 fields
-    (minute hour day-of-month month day-of-week), 6 with seconds last, or an alias such as
-    `@daily`."""
+    """Check that `expression` is a cron expression we run.
+
+    Args:
+        expression: 5 fields (minute hour day-of-month month day-of-week), 6 with seconds
+            last, or an alias such as `@daily`.
+
+    Raises:
+        InvalidSchedule: it is not.
+    """
     fields = expression.split()
     if not (expression.strip().startswith("@") and len(fields) == 1) and len(fields) not in (5, 6):
         raise InvalidSchedule(
-            f"cron {expression!r} has {len(fields)} fields: use 5 (minute hour day month "
+            f"cron {_shown(expression)} has {len(fields)} fields: use 5 (minute hour day month "
             "weekday), or 6 with seconds last"
         )
     if any(_HASHED_OR_RANDOM.match(field) for field in fields):
         raise InvalidSchedule(
-            f"cron {expression!r}: hashed (H) and random (R) fields are not supported"
+            f"cron {_shown(expression)}: hashed (H) and random (R) fields are not supported"
         )
     if not croniter.is_valid(expression):
-        raise InvalidSchedule(f"cron {expression!r} is not a valid cron expression")
+        raise InvalidSchedule(f"cron {_shown(expression)} is not a valid cron expression")
 
 
 def check_request(request: ScheduleRequest) -> None:
     """The checks that do not depend on the time or the agent (time zone, cron syntax), for
-    callers that want to refuse a bad request before sending it."""
+    callers that want to refuse a bad request before sending it.
+
+    Raises:
+        InvalidSchedule: the time zone or the cron expression is not one we run.
+    """
     zone(request.timezone)
     if request.cron is not None:
         check_cron(request.cron)
 
 
+def _shown(text: str, limit: int = 80) -> str:
+    """`text` quoted for an error message, cut short when long."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}..."
+
+
+# --------------------------------------------------------------------------- wall-clock time
+
+
+def _wall(instant: datetime, tz: tzinfo) -> datetime:
+    """The naive wall-clock time `tz` shows at `instant`."""
+    return instant.astimezone(tz).replace(tzinfo=None, fold=0)
+
+
+def _instant(local: datetime, tz: tzinfo) -> datetime:
+    """The first instant (UTC) at which `tz` shows the naive wall-clock time `local` or later:
+    its first occurrence when it shows twice, the end of the gap when it is skipped."""
+    # Sorted: for a skipped time, fold=0 reads it with the offset before the gap (PEP 495).
+    earlier, later = sorted(local.replace(tzinfo=tz, fold=f).astimezone(UTC) for f in (0, 1))
+    if _wall(earlier, tz) == local:
+        return earlier
+    return _offset_change(tz, earlier, later)
+
+
+def _offset_change(tz: tzinfo, start: datetime, end: datetime) -> datetime:
+    """When the UTC offset of `tz` changes to `end`'s, between `start` (before the change) and
+    `end`: a binary search over whole seconds, as tz database changes fall on them."""
+    target = end.astimezone(tz).utcoffset()
+    base = start.replace(microsecond=0)
+    low, high = 0, -(-(end - base) // _SECOND)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if (base + middle * _SECOND).astimezone(tz).utcoffset() == target:
+            high = middle
+        else:
+            low = middle
+    return base + high * _SECOND
+
+
+def _shown_by(instant: datetime, tz: tzinfo) -> datetime:
+    """The latest wall-clock time `tz` has shown by `instant`: the time it shows then, unless
+    the clocks went back and it repeats times already shown (then the last one before)."""
+    wall = _wall(instant, tz)
+    first = _instant(wall, tz)
+    if first >= instant:
+        return wall
+    return _wall(_offset_change(tz, first, instant) - _MICROSECOND, tz)
+
+
 def _aware(at: datetime, tz: tzinfo) -> datetime:
-    return (at if at.tzinfo is not None else at.replace(tzinfo=tz)).astimezone(UTC)
+    """`at` in UTC; one without an offset is a wall-clock time in `tz` (see `_instant`)."""
+    try:
+        return at.astimezone(UTC) if at.tzinfo is not None else _instant(at, tz)
+    except _OUT_OF_RANGE:
+        raise InvalidSchedule(
+            f"at {at.isoformat()} is too near the limits of the calendar to be read"
+        ) from None
+
+
+def _horizon(now: datetime) -> datetime:
+    """The latest first due time a schedule may have."""
+    try:
+        return now + _HORIZON
+    except OverflowError:
+        return datetime.max.replace(tzinfo=UTC)
+
+
+# --------------------------------------------------------------------------- cron
 
 
 def _cron_next(expression: str, tz: tzinfo, after: datetime) -> datetime | None:
-    """The first time strictly after `after` that `expression` matches in `tz`; None if it
-    never matches again."""
+    """The first due time strictly after `after`: the first wall-clock time in `tz` that
+    `expression` matches and `tz` has not shown by `after`, when it first shows (see
+    `_instant`); None if it never matches again."""
     try:
-        found = croniter(expression, after.astimezone(tz)).get_next(datetime)
-    except CroniterBadDateError:
+        local = croniter(expression, _shown_by(after, tz)).get_next(datetime)
+        return _instant(local, tz)
+    except _OUT_OF_RANGE:
         return None
-    return found.astimezone(UTC)
+
+
+def _cron_latest(expression: str, tz: tzinfo, now: datetime) -> datetime | None:
+    """The latest due time at or before `now` (None if there is none)."""
+    try:
+        local = croniter(expression, _shown_by(now, tz) + _MICROSECOND).get_prev(datetime)
+        return _instant(local, tz)
+    except _OUT_OF_RANGE:
+        return None
+
+
+def _cron_catch_up(
+    expression: str, tz: tzinfo, due: datetime, now: datetime
+) -> tuple[datetime, int, datetime | None]:
+    """(latest due time <= now, how many earlier ones it stands for, the next one)."""
+    missed = 0
+    following = _cron_next(expression, tz, due)
+    while following is not None and following <= now:
+        if missed >= MISSED_COUNT_LIMIT:
+            # Too many to count: jump to the present (the count stays at the limit).
+            latest = _cron_latest(expression, tz, now) or due
+            return max(latest, due), missed, _cron_next(expression, tz, now)
+        due, missed = following, missed + 1
+        following = _cron_next(expression, tz, due)
+    return due, missed, following
+
+
+# --------------------------------------------------------------------------- due times
+
+
+def _delay(seconds: float, now: datetime) -> datetime:
+    """`now` plus a delay of `seconds` (the model bounds it; this guards built requests)."""
+    if not 0 < seconds <= MAX_SCHEDULE_SECONDS:
+        raise InvalidSchedule(f"a delay must be above 0 and at most {MAX_SCHEDULE_SECONDS}s")
+    return now + timedelta(seconds=seconds)
+
+
+def _one_shot_due(at: datetime, tz: tzinfo, now: datetime) -> datetime:
+    due = _aware(at, tz)
+    if due <= now:
+        raise InvalidSchedule(
+            f"at {due.isoformat()} is not in the future (the agent's time is "
+            f"{now.isoformat()}): a one-shot schedule must fall due later"
+        )
+    if due > _horizon(now):
+        raise InvalidSchedule(
+            f"at {due.isoformat()} is too far ahead: a one-shot schedule must fall due "
+            f"within {MAX_SCHEDULE_SECONDS} seconds (about 100 years) of {now.isoformat()}"
+        )
+    return due
 
 
 def first_due(request: ScheduleRequest, now: datetime) -> datetime:
-    """When a new schedule first falls due, or `InvalidSchedule` if it never would."""
+    """When a new schedule first falls due.
+
+    Args:
+        request: The schedule asked for.
+        now: The agent's time (`workflow.now()` in the workflow).
+
+    Raises:
+        InvalidSchedule: it never would, or not within `MAX_SCHEDULE_SECONDS` of `now`; or
+            the time zone, the cron expression or the `at` time is bad.
+    """
     tz = zone(request.timezone)
     if request.after_seconds is not None:
-        return now + timedelta(seconds=request.after_seconds)
+        return _delay(request.after_seconds, now)
     if request.every_seconds is not None:
-        return now + timedelta(seconds=request.every_seconds)
+        return _delay(request.every_seconds, now)
     if request.at is not None:
-        due = _aware(request.at, tz)
-        if due <= now:
-            raise InvalidSchedule(
-                f"at {due.isoformat()} is not in the future (the agent's time is "
-                f"{now.isoformat()}): a one-shot schedule must fall due later"
-            )
-        return due
+        return _one_shot_due(request.at, tz, now)
     assert request.cron is not None
     check_cron(request.cron)
-    try:
-        due = _cron_next(request.cron, tz, now)
-    except CroniterError as err:  # accepted by is_valid, refused when iterating
-        raise InvalidSchedule(f"cron {request.cron!r}: {err}") from None
-    if due is None:
-        raise InvalidSchedule(f"cron {request.cron!r} never falls due")
+    due = _cron_next(request.cron, tz, now)
+    if due is None or due > _horizon(now):
+        raise InvalidSchedule(
+            f"cron {_shown(request.cron)} never falls due within {MAX_SCHEDULE_SECONDS} "
+            "seconds (about 100 years)"
+        )
     return due
 
 
 def describe(request: ScheduleRequest) -> str:
-    """How a schedule falls due, for people: "in 30s", "every 60s", "cron '0 9 * * *'"."""
+    """How a schedule falls due, for people: "in 30s", "every 60s", "cron '0 9 * * *'".
+    Never raises: an `at` that cannot be shown in its time zone is shown as given."""
     if request.after_seconds is not None:
         return f"in {request.after_seconds:g}s"
     if request.every_seconds is not None:
         return f"every {request.every_seconds:g}s"
     where = f" {request.timezone}" if request.timezone else ""
     if request.at is not None:
-        tz = zone(request.timezone)
-        return f"at {_aware(request.at, tz).astimezone(tz).isoformat()}{where}"
+        return f"at {_local_text(request.at, request.timezone)}{where}"
     return f"cron {request.cron!r}{where}"
+
+
+def _local_text(at: datetime, timezone: str | None) -> str:
+    try:
+        tz = zone(timezone)
+        return _aware(at, tz).astimezone(tz).isoformat()
+    except (InvalidSchedule, *_OUT_OF_RANGE):
+        return at.isoformat()
+
+
+def _carried_zone(name: str | None) -> tzinfo:
+    """The zone of a schedule already accepted; UTC if it was accepted before the zone was
+    refused ("localtime", "posixrules": whatever the host meant), as firing must not fail."""
+    try:
+        return zone(name)
+    except InvalidSchedule:
+        return UTC
 
 
 def fire(schedule: Schedule, now: datetime) -> tuple[AlarmWake, Schedule | None]:
@@ -148,7 +334,8 @@ def fire(schedule: Schedule, now: datetime) -> tuple[AlarmWake, Schedule | None]
         due += missed * step
         following = due + step
     elif schedule.cron is not None:
-        due, missed, following = _cron_catch_up(schedule.cron, zone(schedule.timezone), due, now)
+        tz = _carried_zone(schedule.timezone)
+        due, missed, following = _cron_catch_up(schedule.cron, tz, due, now)
     alarm = AlarmWake(
         schedule_id=schedule.id,
         payload=schedule.payload,
@@ -164,22 +351,6 @@ def fire(schedule: Schedule, now: datetime) -> tuple[AlarmWake, Schedule | None]
         update={"next_due": following, "last_fired_due": due, "fired": schedule.fired + 1}
     )
     return alarm, advanced
-
-
-def _cron_catch_up(
-    expression: str, tz: tzinfo, due: datetime, now: datetime
-) -> tuple[datetime, int, datetime | None]:
-    """(latest due time <= now, how many earlier ones it stands for, the next one)."""
-    missed = 0
-    following = _cron_next(expression, tz, due)
-    while following is not None and following <= now:
-        if missed >= MISSED_COUNT_LIMIT:
-            # Too many to count: jump to the present (the count stays at the limit).
-            latest = croniter(expression, now.astimezone(tz)).get_prev(datetime).astimezone(UTC)
-            return max(latest, due), missed, _cron_next(expression, tz, now)
-        due, missed = following, missed + 1
-        following = _cron_next(expression, tz, due)
-    return due, missed, following
 
 
 class ScheduleBook:
@@ -230,7 +401,7 @@ class ScheduleBook:
             )
         due = first_due(request, now)
         fields = request.model_dump(exclude={"created_by", "at"})
-        at = None if request.at is None else _aware(request.at, zone(request.timezone))
+        at = due if request.at is not None else None
         return Schedule(**fields, at=at, created_by=created_by, created_at=now, next_due=due)
 
     def put(self, schedule: Schedule) -> bool:

@@ -1,14 +1,10 @@
 """`LLMAgent`: an agent that thinks with a model and acts with tools, one turn per wake.
 
-    @workflow.defn(name="assistant")
+    @agent_type("assistant")
     class Assistant(LLMAgent[LLMState]):
         instructions = "You are a helpful assistant."
         model = "gpt-4o-mini"
         tools = [*STATE_TOOLS, *CONTEXT_TOOLS, get_weather]
-
-        @workflow.run
-        async def run(self, start: AgentStart) -> None:
-            await self.serve()
 
 A turn: append the user's text to the context, then step by step call the model (an activity)
 and run the tools it asks for (activity tools concurrently, workflow tools inline), feeding the
@@ -30,7 +26,7 @@ from datetime import timedelta
 from typing import Any, ClassVar, Literal, TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
 
 from workflows.alarms import alarm_prompt
@@ -72,7 +68,6 @@ from workflows.llm.wire import (
 )
 from workflows.messages import (
     AgentReplyWake,
-    AgentStart,
     AlarmWake,
     ApprovalWake,
     ChildFinishedWake,
@@ -88,6 +83,7 @@ from workflows.messages import (
 )
 from workflows.messaging import reply_prompt
 from workflows.observing import peer_prompt
+from workflows.payloads import MISSING
 
 LLMStateT = TypeVar("LLMStateT", bound=LLMState)
 
@@ -106,9 +102,9 @@ class _ToolOutcome:
 
 
 class LLMAgent(AgentWorkflow[LLMStateT]):
-    """Base of LLM agent types. Set the class attributes below; define `run` (calling
-    `serve()`) under `@workflow.defn(name=...)`. Override `system_prompt` for a prompt that
-    depends on the state."""
+    """Base of LLM agent types. Set the class attributes below and make the class an agent
+    type with `@agent_type(name)`. Override `system_prompt` for a prompt that depends on the
+    state."""
 
     state_model: ClassVar[type[LLMState]] = LLMState
 
@@ -147,7 +143,7 @@ class LLMAgent(AgentWorkflow[LLMStateT]):
     max_versions: ClassVar[int] = 5
 
     @workflow.init
-    def __init__(self, start: AgentStart) -> None:
+    def __init__(self, start: RawValue = MISSING) -> None:
         super().__init__(start)
         self._tools = tool_index(self.tools)
         self._tool_definitions = [tool.definition() for tool in self._tools.values()]
@@ -200,7 +196,7 @@ class LLMAgent(AgentWorkflow[LLMStateT]):
             )
             result = await self._run_approved(call)
             outcome = result.content
-            self._log(ToolCallEvent, message_id=wake.key, step=0, call_id=call.id,
+            self.record(ToolCallEvent, message_id=wake.key, step=0, call_id=call.id,
                       name=call.name, arguments=preview(call.arguments) or "",
                       result=preview(result.content) or "", ok=result.ok,
                       runs_in=result.runs_in, duration_ms=result.duration_ms,
@@ -225,7 +221,7 @@ class LLMAgent(AgentWorkflow[LLMStateT]):
         """One turn: `text` from the user, then model and tools until an answer. Other wakes
         (alarms, child results) can run a turn with a text that describes them."""
         self.state.context.append(UserItem(content=text, message_id=message_id))
-        self._log(RunStartedEvent, message_id=message_id, model=self.model)
+        self.record(RunStartedEvent, message_id=message_id, model=self.model)
         self.mark_working()  # this turn waits for activities: let the fleet see it
         spent = TokenUsage()
         step = 0
@@ -235,7 +231,7 @@ class LLMAgent(AgentWorkflow[LLMStateT]):
                 spent = spent + response.usage
                 calls = response.message.tool_calls
                 if not calls:
-                    self._details(f"turn `{message_id}` answered at step {step}")
+                    self.show(f"turn `{message_id}` answered at step {step}")
                     return response.message.content
                 if step == self.max_steps:
                     names = ", ".join(call.name for call in calls)
@@ -247,7 +243,7 @@ class LLMAgent(AgentWorkflow[LLMStateT]):
         except _CODE_ERRORS:
             raise
         except Exception as err:
-            self._log(
+            self.record(
                 ErrorEvent,
                 message_id=message_id,
                 step=step or None,
@@ -290,7 +286,7 @@ class LLMAgent(AgentWorkflow[LLMStateT]):
         call_id = str(workflow.uuid4())
         info = workflow.info()
         model = self.model or "default model"
-        self._details(f"turn `{message_id}` · step {step}/{self.max_steps}: calling {model}")
+        self.show(f"turn `{message_id}` · step {step}/{self.max_steps}: calling {model}")
         body = request.model_dump_json()
         inline = len(body.encode()) <= self.inline_request_max_bytes
         self._inflight = (call_id, request)
@@ -326,7 +322,7 @@ class LLMAgent(AgentWorkflow[LLMStateT]):
         message = response.message
         self.state.usage = self.state.usage.add(response.usage)
         self.state.context.append(message)
-        self._log(
+        self.record(
             StepEvent,
             message_id=message_id,
             step=step,
@@ -338,20 +334,20 @@ class LLMAgent(AgentWorkflow[LLMStateT]):
             attempts=response.attempt,
         )
         if message.content:
-            self._log(TextEvent, message_id=message_id, step=step, text=preview(message.content))
+            self.record(TextEvent, message_id=message_id, step=step, text=preview(message.content))
 
     # ------------------------------------------------------------------ tool calls
 
     async def _run_tools(self, message_id: str, step: int, calls: list[ToolCall]) -> None:
         names = ", ".join(call.name for call in calls)
-        self._details(f"turn `{message_id}` · step {step}/{self.max_steps}: running {names}")
+        self.show(f"turn `{message_id}` · step {step}/{self.max_steps}: running {names}")
         outcomes = await asyncio.gather(*(self._run_tool(call, message_id) for call in calls))
         # Results go back in the model's order, whatever order the tools finished in.
         for call, outcome in zip(calls, outcomes, strict=True):
             self.state.context.append(
                 ToolItem(tool_call_id=call.id, content=outcome.content, name=call.name)
             )
-            self._log(
+            self.record(
                 ToolCallEvent,
                 message_id=message_id,
                 step=step,

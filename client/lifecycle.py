@@ -1,0 +1,144 @@
+"""An agent's runs from outside: creating it, never silently re-creating it, recovering it.
+
+Get-or-create (signal-with-start, update-with-start) starts a new run whenever no run is
+running. That is right for a new agent and for a task child whose task is done, and wrong for
+an agent whose run was terminated or failed: the new run would start from empty, and its
+state, inbox and schedules would be gone without a word. So every start Perennial makes
+refuses to reuse the id of a closed run (`REJECT_DUPLICATE`), looks at how that run ended, and
+starts again only if it ended on purpose:
+
+    completed                      a task child whose task is done: a new run may follow
+    failed with InvalidStart       the run never started (bad start input): nothing to lose
+    anything else                  AgentStopped; `recover` brings the agent back
+
+`recover` resets the last run to its last workflow task that completed before it stopped
+(Temporal's reset), reapplying the signals and updates that came after: the agent resumes
+with its state, inbox and schedules, and no message it accepted is lost.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.workflowservice.v1 import (
+    GetWorkflowExecutionHistoryReverseRequest,
+    ResetWorkflowExecutionRequest,
+)
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from workflows.errors import AgentNotFound, AgentStopped, InvalidRequest
+
+T = TypeVar("T")
+
+#: Failure types after which a new run may start: the run never started.
+RESTARTABLE_FAILURES = frozenset({"InvalidStart"})
+
+_STATUS_WORDS = {
+    WorkflowExecutionStatus.TERMINATED: "was terminated",
+    WorkflowExecutionStatus.FAILED: "failed",
+    WorkflowExecutionStatus.CANCELED: "was cancelled",
+    WorkflowExecutionStatus.TIMED_OUT: "timed out",
+}
+
+
+async def get_or_create(
+    client: Client,
+    workflow_id: str,
+    start: Callable[[WorkflowIDReusePolicy], Awaitable[T]],
+) -> T:
+    """`start(policy)` (a with-start call), first refusing to replace a closed run; if one is
+    in the way and may be followed (see the module docstring), again allowing it."""
+    try:
+        return await start(WorkflowIDReusePolicy.REJECT_DUPLICATE)
+    except WorkflowAlreadyStartedError:
+        pass
+    except RPCError as err:  # update-with-start reports the refused start this way
+        if err.status != RPCStatusCode.ALREADY_EXISTS:
+            raise
+    await check_restartable(client, workflow_id)
+    return await start(WorkflowIDReusePolicy.ALLOW_DUPLICATE)
+
+
+async def check_restartable(client: Client, workflow_id: str) -> None:
+    """Raise AgentStopped unless the agent's last run ended so that a new run may follow."""
+    description = await client.get_workflow_handle(workflow_id).describe()
+    status = description.status
+    if status in (WorkflowExecutionStatus.COMPLETED, WorkflowExecutionStatus.RUNNING):
+        return  # done on purpose, or started again meanwhile by another caller
+    failure = await _closing_failure(client, workflow_id, description.run_id or "")
+    if status == WorkflowExecutionStatus.FAILED and failure[0] in RESTARTABLE_FAILURES:
+        return
+    what = _STATUS_WORDS.get(status, f"is {status.name.lower() if status else 'closed'}")
+    why = f": {failure[1]}" if failure[1] else ""
+    raise AgentStopped(
+        f"agent {workflow_id!r} {what}{why}. Nothing was sent; a new run would start it from "
+        f"empty. Bring it back with `perennial recover {workflow_id}`."
+    )
+
+
+async def _closing_failure(client: Client, workflow_id: str, run_id: str) -> tuple[str, str]:
+    """(failure type, message) of the event that closed the run, as far as it says."""
+    response = await client.workflow_service.get_workflow_execution_history_reverse(
+        GetWorkflowExecutionHistoryReverseRequest(
+            namespace=client.namespace,
+            execution=WorkflowExecution(workflow_id=workflow_id, run_id=run_id),
+            maximum_page_size=1,
+        )
+    )
+    if not response.history.events:
+        return "", ""
+    last = response.history.events[0]
+    if last.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
+        failure = last.workflow_execution_failed_event_attributes.failure
+        return failure.application_failure_info.type, failure.message[:300]
+    if last.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED:
+        return "", last.workflow_execution_terminated_event_attributes.reason[:300]
+    return "", ""
+
+
+async def recover(client: Client, workflow_id: str, *, reason: str = "perennial recover") -> str:
+    """Reset a stopped agent's last run to its last good workflow task, reapplying the
+    signals and updates that came after it; returns the new run's id. `InvalidRequest` if
+    the agent is running, or its last run never completed a workflow task."""
+    handle = client.get_workflow_handle(workflow_id)
+    try:
+        description = await handle.describe()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise AgentNotFound(f"agent {workflow_id!r} does not exist") from None
+        raise
+    if description.status == WorkflowExecutionStatus.RUNNING:
+        raise InvalidRequest(f"agent {workflow_id!r} is running: nothing to recover")
+    run_id = description.run_id or ""
+    completed = [
+        event.event_id
+        async for event in client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history_events()
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
+    ]
+    if description.status == WorkflowExecutionStatus.FAILED:
+        completed = completed[:-1]  # the task that failed the run is not a good one
+    if not completed:
+        raise InvalidRequest(
+            f"agent {workflow_id!r} never completed a workflow task in its last run: there is "
+            "nothing to recover (a message starts it afresh)"
+        )
+    response = await client.workflow_service.reset_workflow_execution(
+        ResetWorkflowExecutionRequest(
+            namespace=client.namespace,
+            workflow_execution=WorkflowExecution(workflow_id=workflow_id, run_id=run_id),
+            reason=reason,
+            workflow_task_finish_event_id=completed[-1],
+            request_id=str(uuid.uuid4()),
+        )
+    )
+    return response.run_id
+
+
+__all__ = ["RESTARTABLE_FAILURES", "check_restartable", "get_or_create", "recover"]
