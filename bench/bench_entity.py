@@ -46,7 +46,6 @@ from bench.replay_history import replay_seconds, replayer, signals_in
 from client import AgentHandle, Perennial, Settings
 from client.server import DevServer, free_port
 from worker import build_worker
-from workflows.registry import AGENT_TYPES, register
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "bench" / "results"
@@ -683,8 +682,6 @@ class Bench:
         """An agent that has lived through `long_messages` messages, evicted from the worker
         cache: how long does its first `ask` take, against a brand-new agent's first `ask`?"""
         s = self.scale
-        if COMPACTING_NOTES not in AGENT_TYPES:
-            register(CompactingNotesAgent)
         sp = self.queue("wake-p", max_cached_workflows=s.wake_cache)
         sr = self.queue("wake-r", max_cached_workflows=s.wake_cache)
         perennial = PerennialSide(self.perennial, sp, agent_type=COMPACTING_NOTES)

@@ -24,7 +24,7 @@ from temporalio.worker import Replayer
 
 from bench.raw_entity import RawEntity
 from worker import workflow_runner
-from workflows.registry import AGENT_TYPES
+from workflows.registry import agent_types
 
 
 def load(path: Path) -> WorkflowHistory:
@@ -40,7 +40,7 @@ def load(path: Path) -> WorkflowHistory:
 def replayer() -> Replayer:
     """Every agent type and the baseline, with the worker's runner and data converter."""
     return Replayer(
-        workflows=[*AGENT_TYPES.values(), RawEntity],
+        workflows=[*agent_types().values(), RawEntity],
         workflow_runner=workflow_runner(),
         data_converter=pydantic_data_converter,
     )

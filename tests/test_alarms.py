@@ -43,7 +43,7 @@ from workflows.messages import (
     TurnEvent,
     TurnFailedEvent,
 )
-from workflows.registry import AGENT_TYPES
+from workflows.registry import agent_types
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -482,6 +482,6 @@ async def test_a_fresh_alarm_history_replays(perennial: Perennial) -> None:
     workflow_id = await alarms_scenario(perennial, unique("alarm-replay"))
     history = await perennial.client.get_workflow_handle(workflow_id).fetch_history()
     replayer = Replayer(
-        workflows=list(AGENT_TYPES.values()), data_converter=pydantic_data_converter
+        workflows=list(agent_types().values()), data_converter=pydantic_data_converter
     )
     await replayer.replay_workflow(history)

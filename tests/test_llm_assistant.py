@@ -12,7 +12,7 @@ from tests.conftest import with_scripted_llm
 from tests.histories.record_llm import assistant_scenario
 from tests.scripted_llm import ScriptedLLM, call, text, tool_calls, usage
 from workflows.assistant import INSTRUCTIONS
-from workflows.registry import AGENT_TYPES
+from workflows.registry import agent_types
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -90,7 +90,7 @@ async def test_a_fresh_assistant_history_replays(
     workflow_id = await assistant_scenario(perennial, scripted_llm, request.node.name)
     history = await perennial.client.get_workflow_handle(workflow_id).fetch_history()
     replayer = Replayer(
-        workflows=list(AGENT_TYPES.values()), data_converter=pydantic_data_converter
+        workflows=list(agent_types().values()), data_converter=pydantic_data_converter
     )
     await replayer.replay_workflow(history)
     kinds = [

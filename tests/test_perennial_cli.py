@@ -54,8 +54,8 @@ async def test_send_ask_state_events_rollback_list(settings: Settings) -> None:
 async def test_errors_have_types_and_exit_codes(settings: Settings) -> None:
     code, _, err = await perennial_cli(settings, "ask", "notes/hal", "   ")
     assert code == 2 and "InvalidMessage" in err
-    code, _, err = await perennial_cli(settings, "ask", "nosuchtype/hal", "hi")
-    assert code == 2 and "UnknownAgentType" in err and "notes" in err
+    code, _, err = await perennial_cli(settings, "ask", "no such type/x", "hi")
+    assert code == 2 and "InvalidRequest" in err
     code, _, err = await perennial_cli(settings, "state", "notes/never-created")
     assert code == 2 and "AgentNotFound" in err
     code, _, err = await perennial_cli(settings, "send", "notes", "no name")

@@ -16,13 +16,13 @@ from temporalio.worker import Replayer
 
 from client import Perennial
 from tests.histories.record import notes_scenario
-from workflows.registry import AGENT_TYPES
+from workflows.registry import agent_types
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
 
 def _replayer() -> Replayer:
-    return Replayer(workflows=list(AGENT_TYPES.values()), data_converter=pydantic_data_converter)
+    return Replayer(workflows=list(agent_types().values()), data_converter=pydantic_data_converter)
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.name for p in HISTORIES])

@@ -32,8 +32,12 @@ async def notes_scenario(perennial: Perennial, name: str) -> str:
     await agent.rollback(1)
     await agent.wait_events(after=0, timeout=1)
     await agent.events(after=2)
-    await perennial.client.get_workflow_handle(agent.id).signal("message", {"txt": "malformed"})
-    await agent.ask("after the malformed signal")
+    handle = perennial.client.get_workflow_handle(agent.id)
+    await handle.signal("message", {"txt": "malformed"})
+    await handle.signal("message", args=[{"text": "one"}, {"text": "two"}])
+    await handle.signal("no_such_signal", {"text": "x"})
+    await agent.send("a large one, by update", data="d" * 20_000)
+    await agent.ask("after the malformed signals")
     return agent.id
 
 
