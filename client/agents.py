@@ -36,7 +36,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from client.connection import connect
-from client.lifecycle import get_or_create, recover
+from client.lifecycle import Recovery, get_or_create, recover
 from client.settings import Settings
 from workflows.entity import AgentWorkflow
 from workflows.errors import (
@@ -513,10 +513,10 @@ class AgentHandle:
         except (WorkflowUpdateFailedError, RPCError) as err:
             _reraise(err, workflow_id=self.id)
 
-    async def recover(self) -> str:
+    async def recover(self) -> Recovery:
         """Bring back an agent whose last run was terminated or failed: its last run is
         reset to its last good workflow task, and the signals and updates it received after
-        that are applied again. Returns the new run's id."""
+        that are applied again (see `client.lifecycle.recover`)."""
         return await recover(self._client, self.id)
 
     # ------------------------------------------------------------------ schedules

@@ -189,10 +189,11 @@ async def cmd_rollback(args: argparse.Namespace, settings: Settings) -> None:
 
 async def cmd_recover(args: argparse.Namespace, settings: Settings) -> None:
     _, agent = await _agent(args, settings)
-    run_id = await agent.recover()
-    _emit(args, {"id": agent.id, "run_id": run_id},
-          f"recovered {agent.id}: new run {run_id} resumes from its last good workflow task, "
-          "with the signals and updates that came after it")  # fmt: skip
+    done = await agent.recover()
+    skipped = f"; {done.skipped_signals} oversized signals left out" if done.skipped_signals else ""
+    _emit(args, {"id": agent.id, **done._asdict()},
+          f"recovered {agent.id}: run {done.run_id} resumes from its last good workflow task; "
+          f"{done.reapplied_signals} later signals applied again{skipped}")  # fmt: skip
 
 
 async def cmd_schedule(args: argparse.Namespace, settings: Settings) -> None:

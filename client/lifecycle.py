@@ -13,23 +13,26 @@ starts again only if it ended on purpose:
 
 `recover` resets the last run to its last workflow task that completed before it stopped
 (Temporal's reset), reapplying the signals and updates that came after: the agent resumes
-with its state, inbox and schedules, and no message it accepted is lost.
+with its state, inbox and schedules, and no message it accepted is lost. (A run stopped by a
+flood of oversized signals has too many bytes after that point for the server to reapply:
+then only the signals an agent accepts are sent again, and the rest, which it would refuse
+anyway, are counted and left out.)
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import NamedTuple, TypeVar
 
-from temporalio.api.common.v1 import WorkflowExecution
-from temporalio.api.enums.v1 import EventType
+from temporalio.api.common.v1 import Payload, WorkflowExecution
+from temporalio.api.enums.v1 import EventType, ResetReapplyExcludeType
 from temporalio.api.workflowservice.v1 import (
     GetWorkflowExecutionHistoryReverseRequest,
     ResetWorkflowExecutionRequest,
 )
 from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.common import WorkflowIDReusePolicy
+from temporalio.common import RawValue, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -76,7 +79,7 @@ async def check_restartable(client: Client, workflow_id: str) -> None:
     if status == WorkflowExecutionStatus.FAILED and failure[0] in RESTARTABLE_FAILURES:
         return
     what = _STATUS_WORDS.get(status, f"is {status.name.lower() if status else 'closed'}")
-    why = f": {failure[1]}" if failure[1] else ""
+    why = f": {failure[1].rstrip('.')}" if failure[1] else ""
     raise AgentStopped(
         f"agent {workflow_id!r} {what}{why}. Nothing was sent; a new run would start it from "
         f"empty. Bring it back with `perennial recover {workflow_id}`."
@@ -103,10 +106,51 @@ async def _closing_failure(client: Client, workflow_id: str, run_id: str) -> tup
     return "", ""
 
 
-async def recover(client: Client, workflow_id: str, *, reason: str = "perennial recover") -> str:
+class Recovery(NamedTuple):
+    """What `recover` did."""
+
+    #: The new run.
+    run_id: str
+    #: Signals the server reapplied after the reset point, or that were sent again.
+    reapplied_signals: int
+    #: Signals left out: ones the agent refuses anyway (over its signal size limit, not a
+    #: valid argument), which only grow its history (the flood that stopped it, maybe).
+    skipped_signals: int
+
+
+async def recover(client: Client, workflow_id: str, *, reason: str = "perennial recover") -> Recovery:
     """Reset a stopped agent's last run to its last good workflow task, reapplying the
-    signals and updates that came after it; returns the new run's id. `InvalidRequest` if
-    the agent is running, or its last run never completed a workflow task."""
+    signals and updates that came after it. When those are too many bytes for the server to
+    reapply in one go (a flood of oversized signals stopped the agent), the run is reset
+    without its signals, and the ones the agent would accept are sent again, in order.
+    `InvalidRequest` if the agent is running, or its last run never completed a task."""
+    run_id, reset_point = await _reset_point(client, workflow_id)
+    try:
+        new_run = await _reset(client, workflow_id, run_id, reset_point, reason, signals=True)
+    except RPCError as err:
+        if err.status != RPCStatusCode.INVALID_ARGUMENT or "size" not in err.message:
+            raise
+    else:
+        later = [e async for e in _signals_after(client, workflow_id, run_id, reset_point)]
+        return Recovery(new_run, len(later), 0)
+    new_run = await _reset(client, workflow_id, run_id, reset_point, reason, signals=False)
+    sent = skipped = 0
+    handle = client.get_workflow_handle(workflow_id)
+    async for name, payloads in _signals_after(client, workflow_id, run_id, reset_point):
+        if len(payloads) != 1 or payloads[0].ByteSize() > RESEND_MAX_SIGNAL_BYTES:
+            skipped += 1
+            continue
+        await handle.signal(name, RawValue(payloads[0]))
+        sent += 1
+    return Recovery(new_run, sent, skipped)
+
+
+#: Signals larger than this are not sent again by a recovery: every agent refuses them.
+RESEND_MAX_SIGNAL_BYTES = 16 * 1024 + 512
+
+
+async def _reset_point(client: Client, workflow_id: str) -> tuple[str, int]:
+    """(run id, event id of its last good completed workflow task)."""
     handle = client.get_workflow_handle(workflow_id)
     try:
         description = await handle.describe()
@@ -129,16 +173,38 @@ async def recover(client: Client, workflow_id: str, *, reason: str = "perennial 
             f"agent {workflow_id!r} never completed a workflow task in its last run: there is "
             "nothing to recover (a message starts it afresh)"
         )
+    return run_id, completed[-1]
+
+
+async def _reset(
+    client: Client, workflow_id: str, run_id: str, event_id: int, reason: str, *, signals: bool
+) -> str:
+    excluded = [] if signals else [ResetReapplyExcludeType.RESET_REAPPLY_EXCLUDE_TYPE_SIGNAL]
     response = await client.workflow_service.reset_workflow_execution(
         ResetWorkflowExecutionRequest(
             namespace=client.namespace,
             workflow_execution=WorkflowExecution(workflow_id=workflow_id, run_id=run_id),
             reason=reason,
-            workflow_task_finish_event_id=completed[-1],
+            workflow_task_finish_event_id=event_id,
             request_id=str(uuid.uuid4()),
+            reset_reapply_exclude_types=excluded,
         )
     )
     return response.run_id
 
 
-__all__ = ["RESTARTABLE_FAILURES", "check_restartable", "get_or_create", "recover"]
+async def _signals_after(
+    client: Client, workflow_id: str, run_id: str, event_id: int
+) -> AsyncIterator[tuple[str, list[Payload]]]:
+    """The signals the old run received after `event_id`: (name, payloads), in order."""
+    handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+    async for event in handle.fetch_history_events():
+        if event.event_id > event_id and event.event_type == _SIGNALED:
+            attrs = event.workflow_execution_signaled_event_attributes
+            yield attrs.signal_name, list(attrs.input.payloads)
+
+
+_SIGNALED = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+
+
+__all__ = ["RESTARTABLE_FAILURES", "Recovery", "check_restartable", "get_or_create", "recover"]

@@ -153,8 +153,8 @@ async def test_a_failed_or_terminated_agent_is_never_restarted_empty_and_recover
     for attempt in (agent.send("lost?"), agent.ask("lost?"), agent.schedule("s", "p", after_seconds=60)):
         with pytest.raises(AgentStopped, match="an operator's mistake"):
             await attempt
-    run_id = await agent.recover()
-    assert (await handle.describe()).run_id == run_id
+    recovery = await agent.recover()
+    assert (await handle.describe()).run_id == recovery.run_id
     reply = await agent.ask("third")
     assert (reply.reply, reply.version) == ("Noted (note #3).", 3)
     assert (await agent.state_view()).state["notes"] == ["first", "second", "third"]
@@ -245,6 +245,35 @@ async def _run_sizes(perennial: Perennial, agent: AgentHandle) -> list[int]:
     from tests.entity_support import run_histories
 
     return [sum(e.ByteSize() for e in run) for run in await run_histories(perennial.client, agent.id)]
+
+
+async def test_a_raw_flood_of_oversized_signals_is_recovered_without_them(
+    perennial: Perennial, worker: Worker
+) -> None:
+    """Signals are in history before the agent sees them: oversized ones (refused by the
+    agent) flooded faster than ~30 MB/s reach the server's 50 MB history limit and the server
+    terminates the run. No workflow code can refuse them; what Perennial guarantees is the
+    aftermath: no silent restart from empty, and `recover` brings the agent back without them
+    (too many bytes for the server to reapply), sending again only what it accepts."""
+    agent = await _new_agent(perennial)
+    handle = perennial.client.get_workflow_handle(agent.id)
+    sem = asyncio.Semaphore(16)
+
+    async def flood(i: int) -> None:
+        async with sem:
+            try:
+                await handle.signal("message", {"text": f"m{i}", "data": "d" * 120_000})
+            except RPCError:
+                pass  # refused once the run was terminated
+
+    await asyncio.gather(*(flood(i) for i in range(450)))
+    if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
+        pytest.skip("this machine did not flood fast enough to reach the history limit")
+    with pytest.raises(AgentStopped, match="history size exceeds limit"):
+        await agent.send("refused, typed")
+    recovery = await agent.recover()
+    assert recovery.skipped_signals >= 300
+    assert (await agent.ask("after recovery")).reply == "Noted (note #2)."
 
 
 async def test_signals_too_large_for_a_signal_are_rejected_and_say_how_to_send_them(
