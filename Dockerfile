@@ -1,6 +1,7 @@
 FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY perennial ./perennial
 COPY workflows ./workflows
 COPY activities ./activities
 COPY client ./client

@@ -18,20 +18,19 @@ from pathlib import Path
 from types import CodeType
 from typing import Any
 
+import perennial.workflows
 import structlog
+from perennial.activities import build_activities
+from perennial.client.connection import connect, ensure_search_attributes
+from perennial.client.logging import configure_logging
+from perennial.client.process import exit_process
+from perennial.client.settings import Settings
+from perennial.workflows.registry import agent_types
 from temporalio.client import Client
 from temporalio.converter import SerializationContext
 from temporalio.worker import Worker, WorkflowInstance, WorkflowInstanceDetails
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 from temporalio.worker.workflow_sandbox import _runner as sdk_sandbox
-
-import workflows
-from activities import build_activities
-from client.connection import connect, ensure_search_attributes
-from client.logging import configure_logging
-from client.process import exit_process
-from client.settings import Settings
-from workflows.registry import agent_types
 
 log = structlog.get_logger("perennial.worker")
 
@@ -43,7 +42,7 @@ log = structlog.get_logger("perennial.worker")
 #: framework's determinism is guarded by the ruff ban list (TID251 in pyproject.toml) and the
 #: replay tests instead. The module that defines each agent type's workflow class is still
 #: reloaded per run by the SDK, and an application's own agent modules stay sandboxed.
-_PASSTHROUGH = ("pydantic", "pydantic_core", "annotated_types", "structlog", "workflows")
+_PASSTHROUGH = ("pydantic", "pydantic_core", "annotated_types", "structlog", "perennial")
 
 
 class _LeanSandboxInstance(sdk_sandbox._Instance):
@@ -124,7 +123,7 @@ def _precompile_workflow_modules() -> None:
     already compiled needs nothing.
     """
     files = {Path(sys.modules[cls.__module__].__file__ or "") for cls in agent_types().values()}
-    files |= set(Path(workflows.__file__).parent.rglob("*.py"))
+    files |= set(Path(perennial.workflows.__file__).parent.rglob("*.py"))
     for path in files:
         if path.suffix == ".py":
             with contextlib.suppress(OSError):

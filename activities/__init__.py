@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from activities.agents import confirm_subscriber, deliver_message
-from activities.llm import ModelActivities
-from activities.pacing import next_task
-from activities.tools import collect_activity_tools, tool_activity
-from client.settings import Settings
+from perennial.activities.agents import confirm_subscriber, deliver_message
+from perennial.activities.llm import ModelActivities
+from perennial.activities.pacing import next_task
+from perennial.activities.tools import collect_activity_tools, tool_activity
+from perennial.client.settings import Settings
 
 
 def build_activities(
@@ -23,7 +23,7 @@ def build_activities(
     """The activities of a worker with these settings, for these agent types (default: all
     registered ones)."""
     if agent_types is None:
-        from workflows.registry import agent_types as registered
+        from perennial.workflows.registry import agent_types as registered
 
         agent_types = registered().values()
     tools = collect_activity_tools(agent_types)

@@ -10,17 +10,16 @@ once by the receiving agent's duplicate suppression.
 
 from __future__ import annotations
 
+from perennial.client.lifecycle import get_or_create
+from perennial.workflows.errors import PerennialError, to_application_error
+from perennial.workflows.messages import AgentDelivery, AgentStart, SendReceipt, SubscriberCheck
+from perennial.workflows.messaging import DELIVER_ACTIVITY
+from perennial.workflows.observing import CONFIRM_SUBSCRIBER_ACTIVITY, CONFIRM_SUBSCRIPTION_QUERY
+from perennial.workflows.visibility import agent_id
 from temporalio import activity
 from temporalio.client import Client, WithStartWorkflowOperation, WorkflowQueryFailedError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError
-
-from client.lifecycle import get_or_create
-from workflows.errors import PerennialError, to_application_error
-from workflows.messages import AgentDelivery, AgentStart, SendReceipt, SubscriberCheck
-from workflows.messaging import DELIVER_ACTIVITY
-from workflows.observing import CONFIRM_SUBSCRIBER_ACTIVITY, CONFIRM_SUBSCRIPTION_QUERY
-from workflows.visibility import agent_id
 
 
 @activity.defn(name=DELIVER_ACTIVITY)
@@ -28,7 +27,9 @@ async def deliver_message(delivery: AgentDelivery) -> None:
     """Queue `message` into `{agent_type}/{name}`, creating the agent if needed. Messages the
     target type would refuse, and agents that were stopped, fail at once (non-retryable,
     typed); a message too large for a signal goes by update `send`."""
-    from workflows.registry import agent_class  # the worker's registry, outside the sandbox
+    from perennial.workflows.registry import (
+        agent_class,  # the worker's registry, outside the sandbox
+    )
 
     message = delivery.message
     try:

@@ -20,15 +20,10 @@ from typing import Any
 
 import openai
 from openai import AsyncOpenAI
-from temporalio import activity
-from temporalio.client import WorkflowQueryFailedError
-from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError
-
-from activities.heartbeat import heartbeating
-from activities.redaction import NO_REDACTION, Redactor
-from client.settings import Settings
-from workflows.llm.wire import (
+from perennial.activities.heartbeat import heartbeating
+from perennial.activities.redaction import NO_REDACTION, Redactor
+from perennial.client.settings import Settings
+from perennial.workflows.llm.wire import (
     LLM_CONTEXT_QUERY,
     MODEL_ACTIVITY,
     AssistantItem,
@@ -43,7 +38,11 @@ from workflows.llm.wire import (
     ToolItem,
     UserItem,
 )
-from workflows.messages import TokenUsage
+from perennial.workflows.messages import TokenUsage
+from temporalio import activity
+from temporalio.client import WorkflowQueryFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
 
 #: Longest `retry-after` honoured; a server asking for more gets this.
 MAX_RETRY_AFTER = timedelta(minutes=10)

@@ -19,15 +19,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from perennial.activities.heartbeat import heartbeating
+from perennial.activities.redaction import Redactor
+from perennial.client.settings import Settings
+from perennial.workflows.llm.tools import ActivityTool, ToolContext, ToolError, render_result
+from perennial.workflows.llm.wire import ToolActivityInput, ToolActivityResult, ToolFailureDetail
 from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
-
-from activities.heartbeat import heartbeating
-from activities.redaction import Redactor
-from client.settings import Settings
-from workflows.llm.tools import ActivityTool, ToolContext, ToolError, render_result
-from workflows.llm.wire import ToolActivityInput, ToolActivityResult, ToolFailureDetail
 
 
 def tool_activity(tool: ActivityTool, settings: Settings) -> Callable[..., Any]:

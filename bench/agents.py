@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from workflows.notes import NotesAgent
-from workflows.registry import agent_type
+from perennial.workflows.notes import NotesAgent
+from perennial.workflows.registry import agent_type
 
 COMPACTING_NOTES = "bench_notes_compacting"
 

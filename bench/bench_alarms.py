@@ -33,6 +33,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from perennial.client import Perennial, Settings
+from perennial.client.server import DevServer, free_port
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
@@ -40,9 +42,7 @@ from temporalio.worker import Worker
 
 from bench.entry import run_main
 from bench.raw_timer import RAW_TIMER_TYPE, RawTimer
-from client import Perennial, Settings
-from client.server import DevServer, free_port
-from worker import build_worker, workflow_runner
+from perennial.worker import build_worker, workflow_runner
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 ALARM_ID = "bench"

@@ -32,17 +32,17 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from perennial.client import Perennial, Settings
+from perennial.client.logging import configure_logging
+from perennial.client.process import exit_process
+from perennial.client.server import DevServer, free_port
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
 
 from bench.llm_raw import RAW_TYPE, build_raw_llm_worker
-from client import Perennial, Settings
-from client.logging import configure_logging
-from client.process import exit_process
-from client.server import DevServer, free_port
+from perennial.worker import build_worker
 from tests.scripted_llm import ScriptedLLM, text, usage
-from worker import build_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 

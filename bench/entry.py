@@ -8,8 +8,8 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from client.logging import configure_logging
-from client.process import exit_process
+from perennial.client.logging import configure_logging
+from perennial.client.process import exit_process
 
 
 def run_main(

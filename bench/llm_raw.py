@@ -6,12 +6,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from perennial.workflows.llm import ContextWindow, LLMAgent, LLMState
+from perennial.workflows.messages import AgentStart
 from temporalio import activity, workflow
 from temporalio.client import Client
 from temporalio.worker import Worker
-
-from workflows.llm import ContextWindow, LLMAgent, LLMState
-from workflows.messages import AgentStart
 
 with workflow.unsafe.imports_passed_through():
     from openai import AsyncOpenAI
@@ -58,7 +57,7 @@ class BenchChatAgent(LLMAgent[LLMState]):
 
 
 if not workflow.unsafe.in_sandbox():  # registered once, outside the workflow sandbox
-    from workflows.registry import register
+    from perennial.workflows.registry import register
 
     register(BenchLLMAgent)
     register(BenchByQueryAgent)

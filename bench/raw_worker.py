@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 
+from perennial.client.connection import connect
+from perennial.client.settings import Settings
 from temporalio.client import Client
 from temporalio.worker import Worker
 
 from bench.raw_entity import RawEntity
-from client.connection import connect
-from client.settings import Settings
-from worker import settle_heap, stop_on_signals, workflow_runner
+from perennial.worker import settle_heap, stop_on_signals, workflow_runner
 
 
 def build_raw_worker(client: Client, settings: Settings) -> Worker:

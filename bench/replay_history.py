@@ -17,14 +17,14 @@ import json
 import time
 from pathlib import Path
 
+from perennial.workflows.registry import agent_types
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from bench.raw_entity import RawEntity
-from worker import workflow_runner
-from workflows.registry import agent_types
+from perennial.worker import workflow_runner
 
 
 def load(path: Path) -> WorkflowHistory:

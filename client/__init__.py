@@ -1,6 +1,6 @@
 """What callers import: the Python client (and, in submodules, the CLI and settings)."""
 
-from client.agents import (
+from perennial.client.agents import (
     AgentHandle,
     AgentState,
     AgentSummary,
@@ -9,9 +9,9 @@ from client.agents import (
     EventsMissed,
     Perennial,
 )
-from client.connection import TemporalUnavailable
-from client.settings import Settings
-from workflows.errors import (
+from perennial.client.connection import TemporalUnavailable
+from perennial.client.settings import Settings
+from perennial.workflows.errors import (
     AgentBusy,
     AgentNotFound,
     AgentStopped,
@@ -39,7 +39,7 @@ from workflows.errors import (
     UsageError,
     VersionNotKept,
 )
-from workflows.messages import (
+from perennial.workflows.messages import (
     AlarmWake,
     AskReply,
     Decision,

@@ -21,25 +21,11 @@ from datetime import datetime, timedelta
 from typing import Any, NoReturn, TypeVar
 
 import structlog
-from pydantic import BaseModel, ConfigDict, JsonValue, TypeAdapter, ValidationError
-from temporalio.api.errordetails.v1 import MultiOperationExecutionFailure, WorkflowNotReadyFailure
-from temporalio.client import (
-    Client,
-    WithStartWorkflowOperation,
-    WorkflowExecutionStatus,
-    WorkflowQueryFailedError,
-    WorkflowUpdateFailedError,
-    WorkflowUpdateRPCTimeoutOrCancelledError,
-)
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError, RPCStatusCode
-
-from client.connection import connect
-from client.lifecycle import Recovery, get_or_create, recover
-from client.settings import Settings
-from workflows.entity import AgentWorkflow
-from workflows.errors import (
+from perennial.client.connection import connect
+from perennial.client.lifecycle import Recovery, get_or_create, recover
+from perennial.client.settings import Settings
+from perennial.workflows.entity import AgentWorkflow
+from perennial.workflows.errors import (
     AgentBusy,
     AgentNotFound,
     InvalidMessage,
@@ -51,7 +37,7 @@ from workflows.errors import (
     parse_input,
     summarize,
 )
-from workflows.messages import (
+from perennial.workflows.messages import (
     AgentName,
     AgentStart,
     AgentTypeName,
@@ -74,9 +60,9 @@ from workflows.messages import (
     StateView,
     WaitEventsRequest,
 )
-from workflows.registry import AGENT_TYPES, agent_types
-from workflows.schedules import check_request
-from workflows.visibility import (
+from perennial.workflows.registry import AGENT_TYPES, agent_types
+from perennial.workflows.schedules import check_request
+from perennial.workflows.visibility import (
     AGENT_LAST_ACTIVE,
     AGENT_NAME,
     AGENT_STATUS,
@@ -84,6 +70,19 @@ from workflows.visibility import (
     AGENT_VERSION,
     agent_id,
 )
+from pydantic import BaseModel, ConfigDict, JsonValue, TypeAdapter, ValidationError
+from temporalio.api.errordetails.v1 import MultiOperationExecutionFailure, WorkflowNotReadyFailure
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowExecutionStatus,
+    WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 
 log = structlog.get_logger("perennial.client")
 

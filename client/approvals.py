@@ -1,6 +1,6 @@
 """People in the loop, from the caller's side: list pending approvals and decide on them.
 
-    from client.approvals import pending_approvals, decide, waiting_for_approval
+    from perennial.client.approvals import pending_approvals, decide, waiting_for_approval
 
     for summary, approvals, unreachable in await waiting_for_approval(perennial):
         ...
@@ -17,9 +17,9 @@ import asyncio
 from datetime import timedelta
 from typing import NamedTuple
 
-from client.agents import AgentHandle, AgentSummary, AgentUnreachable, Perennial
-from workflows.messages import Decision, PendingApproval
-from workflows.visibility import AgentStatus
+from perennial.client.agents import AgentHandle, AgentSummary, AgentUnreachable, Perennial
+from perennial.workflows.messages import Decision, PendingApproval
+from perennial.workflows.visibility import AgentStatus
 
 
 async def pending_approvals(

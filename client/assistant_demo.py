@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from client.agents import Perennial
-from client.llm_events import format_llm_event
-from client.local_model import INSTALL
-from client.settings import Settings
-from workflows.errors import AgentNotFound, PerennialError
+from perennial.client.agents import Perennial
+from perennial.client.llm_events import format_llm_event
+from perennial.client.local_model import INSTALL
+from perennial.client.settings import Settings
+from perennial.workflows.errors import AgentNotFound, PerennialError
 
 
 def _say(text: str) -> None:

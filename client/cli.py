@@ -31,17 +31,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from perennial.client.agents import AgentHandle, EventsMissed, Perennial
+from perennial.client.llm_events import format_llm_event
+from perennial.client.logging import configure_logging
+from perennial.client.process import exit_process
+from perennial.client.server import DevServer, ServerError
+from perennial.client.settings import Settings
+from perennial.workflows.errors import InvalidSchedule, PerennialError, UsageError
+from perennial.workflows.messages import Event, Schedule
+from perennial.workflows.schedules import describe
 from pydantic import BaseModel
-
-from client.agents import AgentHandle, EventsMissed, Perennial
-from client.llm_events import format_llm_event
-from client.logging import configure_logging
-from client.process import exit_process
-from client.server import DevServer, ServerError
-from client.settings import Settings
-from workflows.errors import InvalidSchedule, PerennialError, UsageError
-from workflows.messages import Event, Schedule
-from workflows.schedules import describe
 
 
 def _parse_agent(ref: str) -> tuple[str, str]:
@@ -249,7 +248,7 @@ async def cmd_list(args: argparse.Namespace, settings: Settings) -> None:
 
 
 async def cmd_approvals(args: argparse.Namespace, settings: Settings) -> None:
-    from client.approvals import pending_approvals, waiting_for_approval
+    from perennial.client.approvals import pending_approvals, waiting_for_approval
 
     perennial = await Perennial.connect(settings)
     if args.agent:
@@ -275,7 +274,7 @@ async def cmd_approvals(args: argparse.Namespace, settings: Settings) -> None:
 
 
 async def cmd_decide(args: argparse.Namespace, settings: Settings) -> None:
-    from client.approvals import decide
+    from perennial.client.approvals import decide
 
     _, agent = await _agent(args, settings)
     decision = await decide(
@@ -289,7 +288,7 @@ async def cmd_decide(args: argparse.Namespace, settings: Settings) -> None:
 
 
 async def _until_stopped() -> None:
-    from worker import stop_on_signals
+    from perennial.worker import stop_on_signals
 
     await stop_on_signals().wait()
 
@@ -306,7 +305,7 @@ async def cmd_server(args: argparse.Namespace, settings: Settings) -> None:
 
 
 async def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
-    from worker import run_worker
+    from perennial.worker import run_worker
 
     await run_worker(settings)
 
@@ -315,7 +314,7 @@ async def _with_runtime(
     settings: Settings, headless: bool, body: Callable[[Settings], Awaitable[None]]
 ) -> None:
     """Start the embedded server (unless TEMPORAL_ADDRESS is set) and a worker, run `body`."""
-    from worker import run_worker
+    from perennial.worker import run_worker
 
     server = DevServer(settings, headless=headless) if settings.embedded else None
     if server:
@@ -343,8 +342,8 @@ async def cmd_dev(args: argparse.Namespace, settings: Settings) -> None:
 
 
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
-    from client.demo import run_demo
-    from client.local_model import local_model_if_needed
+    from perennial.client.demo import run_demo
+    from perennial.client.local_model import local_model_if_needed
 
     async def body(s: Settings) -> None:
         await run_demo(s)

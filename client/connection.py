@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from perennial.client.settings import Settings
+from perennial.workflows.errors import RunError
+from perennial.workflows.visibility import ALL_KEYS
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
@@ -10,10 +13,6 @@ from temporalio.api.operatorservice.v1 import (
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import TLSConfig
-
-from client.settings import Settings
-from workflows.errors import RunError
-from workflows.visibility import ALL_KEYS
 
 
 def _tls(settings: Settings) -> TLSConfig | bool:

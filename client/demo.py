@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from client.agents import AgentSummary, Perennial
-from client.assistant_demo import run_assistant_demo
-from client.cli import format_event
-from client.settings import Settings
+from perennial.client.agents import AgentSummary, Perennial
+from perennial.client.assistant_demo import run_assistant_demo
+from perennial.client.cli import format_event
+from perennial.client.settings import Settings
 
 
 def _say(text: str) -> None:

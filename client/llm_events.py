@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from workflows.messages import (
+from perennial.workflows.messages import (
     ErrorEvent,
     Event,
     RunStartedEvent,

@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-
-from client.settings import Settings
+from perennial.client.settings import Settings
 
 log = structlog.get_logger("perennial.local_model")
 

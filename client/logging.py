@@ -116,7 +116,7 @@ def _redactor(secrets: Iterable[SecretStr | str | None]) -> Callable[[str], str]
     if not secrets:
         return None
     # Imported here: the activities package pulls in `openai`, which a CLI without keys skips.
-    from activities.redaction import Redactor
+    from perennial.activities.redaction import Redactor
 
     return Redactor(secrets)
 

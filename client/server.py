@@ -13,11 +13,10 @@ from pathlib import Path
 from types import TracebackType
 
 import structlog
+from perennial.client.connection import connect, ensure_search_attributes
+from perennial.client.settings import Settings
+from perennial.workflows.visibility import ALL_KEYS
 from temporalio.client import Client
-
-from client.connection import connect, ensure_search_attributes
-from client.settings import Settings
-from workflows.visibility import ALL_KEYS
 
 log = structlog.get_logger("perennial.server")
 

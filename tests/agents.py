@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import datetime
 
-from workflows.entity import AgentWorkflow
-from workflows.messages import Message
-from workflows.notes import NotesAgent, NotesState
-from workflows.registry import agent_type
+from perennial.workflows.entity import AgentWorkflow
+from perennial.workflows.messages import Message
+from perennial.workflows.notes import NotesAgent, NotesState
+from perennial.workflows.registry import agent_type
 
 #: Texts starting with this always make the flaky agent's turn raise (after it mutated state).
 BOOM = "boom"

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from perennial.workflows.entity import AgentWorkflow
+from perennial.workflows.messages import AlarmWake, Message
+from perennial.workflows.registry import agent_type
 from temporalio import workflow
-
-from workflows.entity import AgentWorkflow
-from workflows.messages import AlarmWake, Message
-from workflows.registry import agent_type
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel

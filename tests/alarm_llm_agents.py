@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from perennial.workflows.alarm_tools import ALARM_TOOLS
+from perennial.workflows.llm import LLMAgent, LLMState
+from perennial.workflows.registry import agent_type
 from temporalio.common import RetryPolicy
-
-from workflows.alarm_tools import ALARM_TOOLS
-from workflows.llm import LLMAgent, LLMState
-from workflows.registry import agent_type
 
 MODEL = "scripted-model"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from workflows.notes import NotesAgent
-from workflows.registry import agent_type
+from perennial.workflows.notes import NotesAgent
+from perennial.workflows.registry import agent_type
 
 
 @agent_type("test_notes_budget")

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from perennial.client import Perennial, Settings
+from perennial.client.server import DevServer, free_port
 from temporalio.worker import Worker
 
-from client import Perennial, Settings
-from client.server import DevServer, free_port
+from perennial.worker import build_worker
 from tests.scripted_llm import ScriptedLLM
-from worker import build_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 

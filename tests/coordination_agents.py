@@ -9,21 +9,21 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from temporalio import workflow
-
-from tests.llm_agents import _FAST_RETRIES, BaseScriptedAgent, _backend
-from workflows.coordination_tools import CHILD_TOOLS, MESSAGING_TOOLS
-from workflows.entity import AgentWorkflow
-from workflows.llm import STATE_TOOLS, ToolContext, activity_tool, workflow_tool
-from workflows.messages import (
+from perennial.workflows.coordination_tools import CHILD_TOOLS, MESSAGING_TOOLS
+from perennial.workflows.entity import AgentWorkflow
+from perennial.workflows.llm import STATE_TOOLS, ToolContext, activity_tool, workflow_tool
+from perennial.workflows.messages import (
     AgentReplyWake,
     ChildFinishedWake,
     Message,
     PeerChangedWake,
 )
-from workflows.notes import NotesState
-from workflows.registry import agent_type
-from workflows.router import RouterAgent
+from perennial.workflows.notes import NotesState
+from perennial.workflows.registry import agent_type
+from perennial.workflows.router import RouterAgent
+from temporalio import workflow
+
+from tests.llm_agents import _FAST_RETRIES, BaseScriptedAgent, _backend
 
 
 @agent_type("test_child")

@@ -11,10 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
-from temporalio.common import RetryPolicy
-
-from workflows.llm import (
+from perennial.workflows.llm import (
     CONTEXT_TOOLS,
     STATE_TOOLS,
     ContextWindow,
@@ -24,7 +21,9 @@ from workflows.llm import (
     ToolError,
     activity_tool,
 )
-from workflows.registry import agent_type
+from perennial.workflows.registry import agent_type
+from pydantic import Field
+from temporalio.common import RetryPolicy
 
 MODEL = "scripted-model"
 

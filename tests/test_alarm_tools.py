@@ -7,13 +7,18 @@ from __future__ import annotations
 import json
 
 import pytest
+from perennial.client import AgentHandle, Perennial, Settings, TurnFailed
+from perennial.workflows.messages import (
+    AlarmEvent,
+    ScheduleCancelledEvent,
+    ScheduledEvent,
+    TurnEvent,
+)
 
 import tests.alarm_llm_agents  # noqa: F401  (registers the test agent type)
-from client import AgentHandle, Perennial, Settings, TurnFailed
 from tests.conftest import eventually, with_scripted_llm
 from tests.entity_support import unique
 from tests.scripted_llm import ScriptedLLM, call, error, text, tool_calls
-from workflows.messages import AlarmEvent, ScheduleCancelledEvent, ScheduledEvent, TurnEvent
 
 pytestmark = pytest.mark.usefixtures("worker")
 

@@ -14,15 +14,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from temporalio.api.enums.v1 import EventType
-from temporalio.api.history.v1 import HistoryEvent
-from temporalio.client import WorkflowUpdateFailedError
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.exceptions import ApplicationError
-from temporalio.worker import Replayer, Worker
-
-import tests.alarm_agents  # noqa: F401  (registers the test agent types)
-from client import (
+from perennial.client import (
     AgentHandle,
     AgentNotFound,
     InvalidSchedule,
@@ -31,11 +23,7 @@ from client import (
     Settings,
     TooManySchedules,
 )
-from tests.alarm_agents import BOOM, SLEEP, RecorderState
-from tests.conftest import ROOT, eventually
-from tests.entity_support import accepted_updates, history, unique
-from tests.histories.record_alarms import alarms_scenario
-from workflows.messages import (
+from perennial.workflows.messages import (
     AlarmEvent,
     Event,
     ScheduleCancelledEvent,
@@ -43,7 +31,19 @@ from workflows.messages import (
     TurnEvent,
     TurnFailedEvent,
 )
-from workflows.registry import agent_types
+from perennial.workflows.registry import agent_types
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import Replayer, Worker
+
+import tests.alarm_agents  # noqa: F401  (registers the test agent types)
+from tests.alarm_agents import BOOM, SLEEP, RecorderState
+from tests.conftest import ROOT, eventually
+from tests.entity_support import accepted_updates, history, unique
+from tests.histories.record_alarms import alarms_scenario
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -388,7 +388,7 @@ async def _published(agent: AgentHandle, version: int, agent_status: str) -> boo
 
 async def perennial_cli(settings: Settings, *args: str) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "client.cli",
+        sys.executable, "-m", "perennial.client.cli",
         "--address", settings.address, "--task-queue", settings.task_queue, *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT,
     )  # fmt: skip

@@ -10,16 +10,16 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from perennial.client import AgentHandle, Perennial, Settings
+from perennial.client.server import DevServer, free_port
+from perennial.workflows.messages import AlarmEvent, ContinuedAsNewEvent
 from temporalio.worker import Worker
 
 import tests.alarm_agents  # noqa: F401  (registers the test agent types)
-from client import AgentHandle, Perennial, Settings
-from client.server import DevServer, free_port
+from perennial.worker import build_worker
 from tests.alarm_agents import AlarmRecord, RecorderState
 from tests.conftest import WorkerProcess, eventually
 from tests.entity_support import unique
-from worker import build_worker
-from workflows.messages import AlarmEvent, ContinuedAsNewEvent
 
 RECORDER = "test_alarm_recorder"
 

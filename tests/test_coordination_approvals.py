@@ -14,10 +14,12 @@ import sys
 from collections.abc import Callable
 
 import pytest
+from perennial.client import Perennial, Settings, TurnFailed
+from perennial.client.approvals import decide, pending_approvals, waiting_for_approval
+from perennial.workflows.errors import AlreadyDecided, ApprovalNotFound
+from perennial.workflows.visibility import AGENT_STATUS
 
 import tests.coordination_agents  # noqa: F401 - registers the test agent types
-from client import Perennial, Settings, TurnFailed
-from client.approvals import decide, pending_approvals, waiting_for_approval
 from tests.conftest import (
     COORDINATION_MODULES,
     ROOT,
@@ -27,8 +29,6 @@ from tests.conftest import (
     with_scripted_llm,
 )
 from tests.scripted_llm import ScriptedLLM, call, error, text, tool_calls
-from workflows.errors import AlreadyDecided, ApprovalNotFound
-from workflows.visibility import AGENT_STATUS
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -7,9 +7,9 @@ Real dev server, in-process worker.
 from __future__ import annotations
 
 import pytest
+from perennial.client import Perennial, Settings, TurnFailed
 
 import tests.coordination_agents  # noqa: F401 - registers the test agent types
-from client import Perennial, Settings, TurnFailed
 from tests.conftest import dashed_name, eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

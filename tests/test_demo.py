@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from perennial.client import Perennial, Settings
+from perennial.client.demo import run_demo
 from temporalio.worker import Worker
-
-from client import Perennial, Settings
-from client.demo import run_demo
 
 
 async def test_the_demo_talks_to_agents_and_lists_them_caught_up(

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-
-from client.settings import _ENV
-from workflows.visibility import ALL_KEYS
+from perennial.client.settings import _ENV
+from perennial.workflows.visibility import ALL_KEYS
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from perennial.client import Perennial, TurnFailed, VersionNotKept
+from perennial.workflows.dedup import SeenWindow
+from perennial.workflows.messages import Snapshot
+from perennial.workflows.versions import Versions
 
 import tests.budget_agents  # noqa: F401 - registers test_notes_budget
-from client import Perennial, TurnFailed, VersionNotKept
 from tests.conftest import eventually
-from workflows.dedup import SeenWindow
-from workflows.messages import Snapshot
-from workflows.versions import Versions
 
 pytestmark = pytest.mark.usefixtures("worker")
 

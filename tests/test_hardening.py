@@ -16,6 +16,7 @@ import json
 from typing import Any
 
 import pytest
+from perennial.client import AgentBusy, AgentHandle, AgentStopped, Perennial
 from temporalio.api.common.v1 import Payload
 from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.common import RawValue, WorkflowIDConflictPolicy
@@ -24,7 +25,6 @@ from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 import tests.agents  # noqa: F401  (registers the test agent types before a worker is built)
-from client import AgentBusy, AgentHandle, AgentStopped, Perennial
 from tests.conftest import eventually
 from tests.entity_support import history, unique, worker_task_failures
 
@@ -169,7 +169,7 @@ async def test_recover_reapplies_messages_that_came_after_the_last_good_task(
 ) -> None:
     """Messages accepted by the server while no worker ran, then the run terminated: recover
     resets to the last completed workflow task and the messages are applied after all."""
-    from worker import build_worker
+    from perennial.worker import build_worker
 
     agent = perennial.agent("notes", unique())
     async with build_worker(perennial.client, settings):

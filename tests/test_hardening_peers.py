@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from perennial.client import Perennial, Settings
 from temporalio.api.enums.v1 import EventType
 
 import tests.coordination_agents  # noqa: F401 - registers the test agent types
-from client import Perennial, Settings
 from tests.conftest import eventually
 from tests.entity_support import history, unique, worker_task_failures
 

@@ -12,13 +12,13 @@ import json
 import time
 
 import pytest
+from perennial.client import Perennial, Settings, TurnFailed
+from perennial.workflows.llm import LLMState
 from temporalio.client import Client
 
-from client import Perennial, Settings, TurnFailed
 from tests.conftest import with_scripted_llm
 from tests.llm_agents import MODEL
 from tests.scripted_llm import ScriptedLLM, call, error, text, tool_calls, usage
-from workflows.llm import LLMState
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -483,7 +483,7 @@ async def test_the_api_key_reaches_the_server_but_never_the_history(
 ) -> None:
     from pydantic import SecretStr
 
-    from worker import build_worker
+    from perennial.worker import build_worker
 
     secret = "sk-test-7c1d0f-super-secret"
     keyed = settings.model_copy(update={"openai_api_key": SecretStr(secret)})
@@ -504,7 +504,7 @@ async def test_a_worker_without_a_model_endpoint_fails_the_turn_clearly(
     scripted_llm: ScriptedLLM,
     request: pytest.FixtureRequest,
 ) -> None:
-    from worker import build_worker
+    from perennial.worker import build_worker
 
     bare = settings.model_copy(update={"openai_base_url": None, "openai_api_key": None})
     started = time.monotonic()

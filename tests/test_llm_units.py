@@ -10,12 +10,9 @@ from typing import Annotated, Any
 import httpx2
 import openai
 import pytest
-from pydantic import BaseModel, Field
-from temporalio.contrib.pydantic import pydantic_data_converter
-
-from activities.llm import MAX_RETRY_AFTER, classify, retry_after
-from workflows.llm.context import ContextWindow, fit_window, keep_last_exchanges
-from workflows.llm.tools import (
+from perennial.activities.llm import MAX_RETRY_AFTER, classify, retry_after
+from perennial.workflows.llm.context import ContextWindow, fit_window, keep_last_exchanges
+from perennial.workflows.llm.tools import (
     ToolArgumentsError,
     ToolContext,
     activity_tool,
@@ -24,7 +21,7 @@ from workflows.llm.tools import (
     tool_index,
     workflow_tool,
 )
-from workflows.llm.wire import (
+from perennial.workflows.llm.wire import (
     AssistantItem,
     ModelRequest,
     ModelSettings,
@@ -33,6 +30,8 @@ from workflows.llm.wire import (
     ToolItem,
     UserItem,
 )
+from pydantic import BaseModel, Field
+from temporalio.contrib.pydantic import pydantic_data_converter
 
 # --------------------------------------------------------------------------- tool schemas
 

@@ -7,9 +7,9 @@ import json
 import sys
 
 import pytest
+from perennial.client import Perennial, Settings
+from perennial.client.server import free_port
 
-from client import Perennial, Settings
-from client.server import free_port
 from tests.conftest import ROOT, eventually
 
 
@@ -17,7 +17,7 @@ async def perennial_cli(
     settings: Settings, *args: str, timeout: float = 60
 ) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "client.cli",
+        sys.executable, "-m", "perennial.client.cli",
         "--address", settings.address, "--task-queue", settings.task_queue, *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT,
     )  # fmt: skip
@@ -72,7 +72,7 @@ async def test_events_follow_streams_live(settings: Settings, perennial: Perenni
     agent = perennial.agent("notes", "ivy")
     await agent.ask("before following")
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "client.cli", "--json",
+        sys.executable, "-m", "perennial.client.cli", "--json",
         "--address", settings.address, "--task-queue", settings.task_queue,
         "events", "notes/ivy", "--follow", "--after", "2",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, cwd=ROOT,
@@ -92,7 +92,7 @@ async def test_events_follow_streams_live(settings: Settings, perennial: Perenni
 
 async def test_demo_runs_end_to_end(tmp_path) -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "client.cli",
+        sys.executable, "-m", "perennial.client.cli",
         "--state-dir", str(tmp_path), "--port", str(free_port()), "--ui-port", str(free_port()),
         "demo", "--exit",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT,

@@ -14,15 +14,10 @@ from importlib import resources
 
 import pytest
 import tzdata
-from temporalio.client import WorkflowUpdateFailedError
-from temporalio.exceptions import ApplicationError
-from temporalio.worker import Worker
-
-from client import Perennial
-from tests.entity_support import unique
-from workflows.errors import InvalidSchedule, parse_input
-from workflows.messages import MAX_SCHEDULE_SECONDS, Schedule, ScheduleRequest
-from workflows.schedules import (
+from perennial.client import Perennial
+from perennial.workflows.errors import InvalidSchedule, parse_input
+from perennial.workflows.messages import MAX_SCHEDULE_SECONDS, Schedule, ScheduleRequest
+from perennial.workflows.schedules import (
     MISSED_COUNT_LIMIT,
     ScheduleBook,
     check_request,
@@ -31,6 +26,11 @@ from workflows.schedules import (
     first_due,
     zone,
 )
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import Worker
+
+from tests.entity_support import unique
 
 NOW = datetime(2026, 5, 1, 12, 0, 0, 250_000, tzinfo=UTC)
 HORIZON = timedelta(seconds=MAX_SCHEDULE_SECONDS)

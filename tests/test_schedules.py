@@ -9,10 +9,14 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-
-from workflows.errors import InvalidSchedule, ScheduleNotFound, TooManySchedules, parse_input
-from workflows.messages import AlarmWake, Schedule, ScheduleRequest
-from workflows.schedules import (
+from perennial.workflows.errors import (
+    InvalidSchedule,
+    ScheduleNotFound,
+    TooManySchedules,
+    parse_input,
+)
+from perennial.workflows.messages import AlarmWake, Schedule, ScheduleRequest
+from perennial.workflows.schedules import (
     MISSED_COUNT_LIMIT,
     ScheduleBook,
     check_request,

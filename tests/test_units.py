@@ -7,12 +7,8 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from pydantic import BaseModel, JsonValue, ValidationError
-from pydantic_core import to_json
-from temporalio.exceptions import ApplicationError
-
-from workflows.dedup import SeenWindow
-from workflows.errors import (
+from perennial.workflows.dedup import SeenWindow
+from perennial.workflows.errors import (
     InvalidMessage,
     InvalidRequest,
     TurnFailed,
@@ -21,8 +17,8 @@ from workflows.errors import (
     parse_input,
     to_application_error,
 )
-from workflows.eventlog import EventLog
-from workflows.messages import (
+from perennial.workflows.eventlog import EventLog
+from perennial.workflows.messages import (
     EVENT_PREVIEW_CHARS,
     AgentStart,
     EventsQuery,
@@ -33,9 +29,12 @@ from workflows.messages import (
     Snapshot,
     preview,
 )
-from workflows.notes import NotesAgent
-from workflows.packing import pack_carried, unpack_carried
-from workflows.versions import Versions, json_size
+from perennial.workflows.notes import NotesAgent
+from perennial.workflows.packing import pack_carried, unpack_carried
+from perennial.workflows.versions import Versions, json_size
+from pydantic import BaseModel, JsonValue, ValidationError
+from pydantic_core import to_json
+from temporalio.exceptions import ApplicationError
 
 
 def _text(state: dict[str, JsonValue]) -> str:

@@ -16,16 +16,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any
 
+from perennial.workflows.errors import (
+    InvalidSchedule,
+    ScheduleNotFound,
+    TooManySchedules,
+    parse_input,
+)
+from perennial.workflows.llm.tools import ToolError, workflow_tool
+from perennial.workflows.messages import Schedule, ScheduleRequest
+from perennial.workflows.schedules import describe
 from pydantic import Field
 from temporalio import workflow
 
-from workflows.errors import InvalidSchedule, ScheduleNotFound, TooManySchedules, parse_input
-from workflows.llm.tools import ToolError, workflow_tool
-from workflows.messages import Schedule, ScheduleRequest
-from workflows.schedules import describe
-
 if TYPE_CHECKING:
-    from workflows.entity import AgentWorkflow
+    from perennial.workflows.entity import AgentWorkflow
 
 #: Recorded as `created_by` of the schedules the model makes.
 MODEL_CREATOR = "model"

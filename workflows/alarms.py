@@ -28,10 +28,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from temporalio import workflow
-
-from workflows.inbox import Inbox
-from workflows.messages import (
+from perennial.workflows.inbox import Inbox
+from perennial.workflows.messages import (
     AlarmEvent,
     AlarmsCarried,
     AlarmWake,
@@ -42,9 +40,10 @@ from workflows.messages import (
     ScheduleResult,
     preview,
 )
-from workflows.parts import AgentContext, Part
-from workflows.schedules import ScheduleBook, describe
-from workflows.visibility import AgentStatus
+from perennial.workflows.parts import AgentContext, Part
+from perennial.workflows.schedules import ScheduleBook, describe
+from perennial.workflows.visibility import AgentStatus
+from temporalio import workflow
 
 #: Who created a schedule when the request does not say.
 DEFAULT_CREATOR = "api"

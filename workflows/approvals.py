@@ -25,11 +25,9 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from temporalio import workflow
-
-from workflows.clock import seconds_until
-from workflows.errors import AlreadyDecided, ApprovalNotFound, LimitExceeded
-from workflows.messages import (
+from perennial.workflows.clock import seconds_until
+from perennial.workflows.errors import AlreadyDecided, ApprovalNotFound, LimitExceeded
+from perennial.workflows.messages import (
     ApprovalDecidedEvent,
     ApprovalRequestedEvent,
     ApprovalsCarried,
@@ -39,8 +37,9 @@ from workflows.messages import (
     PendingApproval,
     preview,
 )
-from workflows.parts import AgentContext, Part
-from workflows.visibility import AgentStatus
+from perennial.workflows.parts import AgentContext, Part
+from perennial.workflows.visibility import AgentStatus
+from temporalio import workflow
 
 
 class Approvals(Part):

@@ -8,9 +8,9 @@ The model is the worker's default (`OPENAI_MODEL`) at any OpenAI-compatible endp
 
 from __future__ import annotations
 
-from workflows.alarm_tools import ALARM_TOOLS
-from workflows.llm import CONTEXT_TOOLS, STATE_TOOLS, LLMAgent, LLMState
-from workflows.registry import agent_type
+from perennial.workflows.alarm_tools import ALARM_TOOLS
+from perennial.workflows.llm import CONTEXT_TOOLS, STATE_TOOLS, LLMAgent, LLMState
+from perennial.workflows.registry import agent_type
 
 INSTRUCTIONS = """\
 You are a concise, friendly personal assistant with a long-term memory.

@@ -33,25 +33,14 @@ import asyncio
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
-from temporalio import workflow
-from temporalio.common import RawValue
-from temporalio.exceptions import (
-    ApplicationError,
-    CancelledError,
-    ChildWorkflowError,
-    TerminatedError,
-    TimeoutError,
-    WorkflowAlreadyStartedError,
-)
-
-from workflows.errors import (
+from perennial.workflows.errors import (
     ChildAlreadyRunning,
     ChildNotFound,
     InvalidRequest,
     LimitExceeded,
     to_application_error,
 )
-from workflows.messages import (
+from perennial.workflows.messages import (
     AgentStart,
     AskReply,
     ChildFinishedEvent,
@@ -66,9 +55,19 @@ from workflows.messages import (
     TaskAssignment,
     preview,
 )
-from workflows.parts import AgentContext, Part, SignalHandler
-from workflows.payloads import decode
-from workflows.visibility import agent_id
+from perennial.workflows.parts import AgentContext, Part, SignalHandler
+from perennial.workflows.payloads import decode
+from perennial.workflows.visibility import agent_id
+from temporalio import workflow
+from temporalio.common import RawValue
+from temporalio.exceptions import (
+    ApplicationError,
+    CancelledError,
+    ChildWorkflowError,
+    TerminatedError,
+    TimeoutError,
+    WorkflowAlreadyStartedError,
+)
 
 #: The signal a child reports its task's end with.
 CHILD_FINISHED_SIGNAL = "child_finished"
@@ -285,7 +284,7 @@ def _public(record: ChildInFlight) -> ChildRecord:
 
 
 def _cut(text: str | None) -> str | None:
-    from workflows.messages import MAX_TEXT_CHARS
+    from perennial.workflows.messages import MAX_TEXT_CHARS
 
     return text if text is None or len(text) <= MAX_TEXT_CHARS else text[:MAX_TEXT_CHARS]
 

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import Field
-
-from workflows.errors import (
+from perennial.workflows.errors import (
     AgentNotFound,
     ChildAlreadyRunning,
     ChildNotFound,
@@ -31,11 +29,12 @@ from workflows.errors import (
     NotObserving,
     UnknownAgentType,
 )
-from workflows.llm.tools import ToolError, workflow_tool
-from workflows.visibility import agent_id
+from perennial.workflows.llm.tools import ToolError, workflow_tool
+from perennial.workflows.visibility import agent_id
+from pydantic import Field
 
 if TYPE_CHECKING:
-    from workflows.entity import AgentWorkflow
+    from perennial.workflows.entity import AgentWorkflow
 
 Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:-]+$")]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import NamedTuple
 
-from workflows.messages import SeenMessage
+from perennial.workflows.messages import SeenMessage
 
 
 class _Seen(NamedTuple):

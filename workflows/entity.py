@@ -30,16 +30,12 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any, ClassVar, Generic, Literal, TypeVar, assert_never
 
-from pydantic import ValidationError
-from temporalio import workflow
-from temporalio.common import RawValue, RetryPolicy
-
-from workflows.alarms import AlarmLimits, Alarms
-from workflows.approvals import Approvals
-from workflows.children import Children
-from workflows.clock import seconds_until
-from workflows.dedup import SeenWindow
-from workflows.errors import (
+from perennial.workflows.alarms import AlarmLimits, Alarms
+from perennial.workflows.approvals import Approvals
+from perennial.workflows.children import Children
+from perennial.workflows.clock import seconds_until
+from perennial.workflows.dedup import SeenWindow
+from perennial.workflows.errors import (
     AgentBusy,
     InvalidMessage,
     InvalidSchedule,
@@ -52,9 +48,9 @@ from workflows.errors import (
     summarize,
     to_application_error,
 )
-from workflows.eventlog import EventLog
-from workflows.inbox import Inbox
-from workflows.messages import (
+from perennial.workflows.eventlog import EventLog
+from perennial.workflows.inbox import Inbox
+from perennial.workflows.messages import (
     MAX_TEXT_CHARS,
     AgentReplyWake,
     AgentStart,
@@ -93,15 +89,18 @@ from workflows.messages import (
     Wake,
     preview,
 )
-from workflows.messaging import Messaging
-from workflows.observing import CONFIRM_SUBSCRIPTION_QUERY, Observing
-from workflows.packing import pack_carried, unpack_carried
-from workflows.parts import AgentContext, Part, SignalHandler, overrides
-from workflows.payloads import MISSING, decode
-from workflows.publisher import Publisher, PublishPolicy
-from workflows.run_budget import NEXT_TASK_ACTIVITY, RunBudget, RunLimits
-from workflows.versions import Versions
-from workflows.visibility import AgentStatus, split_agent_id
+from perennial.workflows.messaging import Messaging
+from perennial.workflows.observing import CONFIRM_SUBSCRIPTION_QUERY, Observing
+from perennial.workflows.packing import pack_carried, unpack_carried
+from perennial.workflows.parts import AgentContext, Part, SignalHandler, overrides
+from perennial.workflows.payloads import MISSING, decode
+from perennial.workflows.publisher import Publisher, PublishPolicy
+from perennial.workflows.run_budget import NEXT_TASK_ACTIVITY, RunBudget, RunLimits
+from perennial.workflows.versions import Versions
+from perennial.workflows.visibility import AgentStatus, split_agent_id
+from pydantic import ValidationError
+from temporalio import workflow
+from temporalio.common import RawValue, RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel

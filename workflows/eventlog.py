@@ -14,10 +14,10 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from workflows.messages import EventsPage
+from perennial.workflows.messages import EventsPage
 
 if TYPE_CHECKING:
-    from workflows.messages import Event
+    from perennial.workflows.messages import Event
 
 
 class _Unbuilt(NamedTuple):

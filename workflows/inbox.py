@@ -13,12 +13,10 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Literal
 
-from temporalio import workflow
-
-from workflows.dedup import SeenWindow
-from workflows.errors import PerennialError, TurnFailed, to_application_error
-from workflows.eventlog import EventLog
-from workflows.messages import (
+from perennial.workflows.dedup import SeenWindow
+from perennial.workflows.errors import PerennialError, TurnFailed, to_application_error
+from perennial.workflows.eventlog import EventLog
+from perennial.workflows.messages import (
     AlarmWake,
     AskReply,
     Message,
@@ -29,7 +27,8 @@ from workflows.messages import (
     Wake,
     preview,
 )
-from workflows.versions import json_size
+from perennial.workflows.versions import json_size
+from temporalio import workflow
 
 #: What a caller can wait for: the outcome of a message's turn, or of a rollback.
 PendingKind = Literal["message", "rollback"]

@@ -29,12 +29,8 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any, Literal
 
-from temporalio import workflow
-from temporalio.common import RawValue, RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
-
-from workflows.clock import seconds_until
-from workflows.errors import (
+from perennial.workflows.clock import seconds_until
+from perennial.workflows.errors import (
     AskAgentTimedOut,
     DeliveryFailed,
     InvalidRequest,
@@ -42,7 +38,7 @@ from workflows.errors import (
     TurnFailed,
     from_application_error,
 )
-from workflows.messages import (
+from perennial.workflows.messages import (
     MAX_TEXT_CHARS,
     AgentDelivery,
     AgentReply,
@@ -57,9 +53,12 @@ from workflows.messages import (
     SentToAgentEvent,
     preview,
 )
-from workflows.parts import AgentContext, Part, SignalHandler
-from workflows.payloads import decode
-from workflows.visibility import agent_id
+from perennial.workflows.parts import AgentContext, Part, SignalHandler
+from perennial.workflows.payloads import decode
+from perennial.workflows.visibility import agent_id
+from temporalio import workflow
+from temporalio.common import RawValue, RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
 
 #: The activity that get-or-creates another agent and queues a message into it.
 DELIVER_ACTIVITY = "deliver_message"

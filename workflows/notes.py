@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+from perennial.workflows.entity import AgentWorkflow
+from perennial.workflows.messages import Message
+from perennial.workflows.registry import agent_type
 from temporalio import workflow
-
-from workflows.entity import AgentWorkflow
-from workflows.messages import Message
-from workflows.registry import agent_type
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel

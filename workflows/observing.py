@@ -31,13 +31,15 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Literal
 
-from temporalio import workflow
-from temporalio.common import RawValue, RetryPolicy
-from temporalio.exceptions import ApplicationError
-
-from workflows.errors import AgentNotFound, InvalidRequest, LimitExceeded, NotObserving, parse_input
-from workflows.inbox import Inbox
-from workflows.messages import (
+from perennial.workflows.errors import (
+    AgentNotFound,
+    InvalidRequest,
+    LimitExceeded,
+    NotObserving,
+    parse_input,
+)
+from perennial.workflows.inbox import Inbox
+from perennial.workflows.messages import (
     Observation,
     ObservingCarried,
     PeerChange,
@@ -50,9 +52,12 @@ from workflows.messages import (
     SubscriptionEvent,
     UnsubscribeRequest,
 )
-from workflows.parts import AgentContext, Part, SignalHandler
-from workflows.payloads import decode
-from workflows.visibility import agent_id
+from perennial.workflows.parts import AgentContext, Part, SignalHandler
+from perennial.workflows.payloads import decode
+from perennial.workflows.visibility import agent_id
+from temporalio import workflow
+from temporalio.common import RawValue, RetryPolicy
+from temporalio.exceptions import ApplicationError
 
 SUBSCRIBE_SIGNAL = "subscribe"
 UNSUBSCRIBE_SIGNAL = "unsubscribe"

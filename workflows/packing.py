@@ -19,7 +19,7 @@ from __future__ import annotations
 import base64
 import lzma
 
-from workflows.messages import AgentStart, CarriedBulk
+from perennial.workflows.messages import AgentStart, CarriedBulk
 
 #: The fastest preset: it already finds what versions share; higher ones cost 10x the time.
 _PRESET = 0

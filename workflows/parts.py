@@ -23,16 +23,15 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from perennial.workflows.messages import RejectedEvent
 from temporalio import workflow
 from temporalio.common import RawValue
 
-from workflows.messages import RejectedEvent
-
 if TYPE_CHECKING:
-    from workflows.eventlog import EventLog
-    from workflows.inbox import Inbox
-    from workflows.messages import Event, Wake
-    from workflows.visibility import AgentStatus
+    from perennial.workflows.eventlog import EventLog
+    from perennial.workflows.inbox import Inbox
+    from perennial.workflows.messages import Event, Wake
+    from perennial.workflows.visibility import AgentStatus
 
 #: A signal handler: takes the signal's argument as it arrived.
 SignalHandler = Callable[[RawValue], None]

@@ -18,19 +18,18 @@ import typing
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from perennial.workflows.entity import AgentWorkflow
+from perennial.workflows.errors import UnknownAgentType
+from perennial.workflows.payloads import MISSING
 from temporalio import workflow
 from temporalio.common import RawValue
-
-from workflows.entity import AgentWorkflow
-from workflows.errors import UnknownAgentType
-from workflows.payloads import MISSING
 
 A = TypeVar("A", bound=type[AgentWorkflow[Any]])
 
 AGENT_TYPES: dict[str, type[AgentWorkflow[Any]]] = {}
 
 #: The modules of the built-in agent types, imported on first use of the registry.
-_BUILTIN_MODULES = ("workflows.notes", "workflows.assistant", "workflows.router")
+_BUILTIN_MODULES = ("perennial.workflows.notes", "perennial.workflows.assistant", "perennial.workflows.router")
 
 
 def agent_type(name: str) -> Callable[[A], A]:

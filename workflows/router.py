@@ -23,14 +23,13 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated, ClassVar
 
+from perennial.workflows.errors import DeliveryFailed, InvalidMessage, UnknownAgentType
+from perennial.workflows.llm import STATE_TOOLS, LLMAgent, LLMState, ToolError, workflow_tool
+from perennial.workflows.registry import agent_type
 from pydantic import Field
 
-from workflows.errors import DeliveryFailed, InvalidMessage, UnknownAgentType
-from workflows.llm import STATE_TOOLS, LLMAgent, LLMState, ToolError, workflow_tool
-from workflows.registry import agent_type
-
 if TYPE_CHECKING:
-    from workflows.llm.tools import AnyTool
+    from perennial.workflows.llm.tools import AnyTool
 
 INSTRUCTIONS = """\
 You are a router. You do not answer requests yourself: for each request, pick the agent best \

@@ -22,10 +22,9 @@ import re
 from datetime import UTC, datetime, timedelta, tzinfo
 from importlib import resources
 
+from perennial.workflows.errors import InvalidSchedule, ScheduleNotFound, TooManySchedules
+from perennial.workflows.messages import MAX_SCHEDULE_SECONDS, AlarmWake, Schedule, ScheduleRequest
 from temporalio import workflow
-
-from workflows.errors import InvalidSchedule, ScheduleNotFound, TooManySchedules
-from workflows.messages import MAX_SCHEDULE_SECONDS, AlarmWake, Schedule, ScheduleRequest
 
 # Zone rules come from the `tzdata` package, never the host's tz database, so every worker
 # computes the same due times from the same history. dateutil reads them, not `zoneinfo`: the

@@ -10,10 +10,9 @@ from __future__ import annotations
 from collections import deque
 from typing import NamedTuple
 
+from perennial.workflows.errors import VersionNotKept
+from perennial.workflows.messages import Snapshot
 from pydantic_core import to_json
-
-from workflows.errors import VersionNotKept
-from workflows.messages import Snapshot
 
 
 def json_size(value: object) -> int:

@@ -15,9 +15,10 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from client import Perennial, Settings
-from client.server import DevServer, free_port
-from worker import build_worker
+from perennial.client import Perennial, Settings
+from perennial.client.server import DevServer, free_port
+
+from perennial.worker import build_worker
 
 HERE = Path(__file__).parent
 

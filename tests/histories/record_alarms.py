@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-from client import InvalidSchedule, Perennial
+from perennial.client import InvalidSchedule, Perennial
+from perennial.workflows.messages import AlarmEvent
+
 from tests.histories.record import record
-from workflows.messages import AlarmEvent
 
 
 async def _fired(perennial: Perennial, workflow_id: str, n: int, timeout: float = 30) -> None:

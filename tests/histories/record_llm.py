@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 
-from client import Perennial, TurnFailed
+from perennial.client import Perennial, TurnFailed
+
 from tests.histories.record import record
 from tests.scripted_llm import ScriptedLLM, call, error, text, tool_calls, usage
 

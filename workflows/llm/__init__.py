@@ -1,13 +1,13 @@
 """LLM agents: the agent loop, tools with schemas from signatures, and the built-in tools.
 
-    from workflows.llm import LLMAgent, LLMState, STATE_TOOLS, CONTEXT_TOOLS, activity_tool
+    from perennial.workflows.llm import LLMAgent, LLMState, STATE_TOOLS, CONTEXT_TOOLS, activity_tool
 
 See `workflows.llm.agent` for the loop, `workflows.llm.tools` for declaring tools, and
 `workflows.llm.wire` for the types that cross the activity boundary.
 """
 
-from workflows.llm.agent import LLMAgent
-from workflows.llm.builtin import (
+from perennial.workflows.llm.agent import LLMAgent
+from perennial.workflows.llm.builtin import (
     CONTEXT_TOOLS,
     STATE_TOOLS,
     add_to_context,
@@ -17,8 +17,8 @@ from workflows.llm.builtin import (
     list_state_keys,
     put_state,
 )
-from workflows.llm.context import ContextWindow, LLMState, UsageTotals
-from workflows.llm.tools import (
+from perennial.workflows.llm.context import ContextWindow, LLMState, UsageTotals
+from perennial.workflows.llm.tools import (
     ActivityTool,
     AnyTool,
     ToolContext,
@@ -27,7 +27,7 @@ from workflows.llm.tools import (
     activity_tool,
     workflow_tool,
 )
-from workflows.llm.wire import ModelSettings
+from perennial.workflows.llm.wire import ModelSettings
 
 __all__ = [
     "CONTEXT_TOOLS",

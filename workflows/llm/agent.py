@@ -25,22 +25,18 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, ClassVar, Literal, TypeVar
 
-from temporalio import workflow
-from temporalio.common import RawValue, RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
-
-from workflows.alarms import alarm_prompt
-from workflows.approvals import approval_pending_result, approval_prompt
-from workflows.children import child_prompt
-from workflows.entity import AgentWorkflow
-from workflows.errors import (
+from perennial.workflows.alarms import alarm_prompt
+from perennial.workflows.approvals import approval_pending_result, approval_prompt
+from perennial.workflows.children import child_prompt
+from perennial.workflows.entity import AgentWorkflow
+from perennial.workflows.errors import (
     ModelCallFailed,
     ModelRequestRejected,
     ModelUnavailable,
     StepLimitExceeded,
 )
-from workflows.llm.context import ContextWindow, LLMState, fit_window
-from workflows.llm.tools import (
+from perennial.workflows.llm.context import ContextWindow, LLMState, fit_window
+from perennial.workflows.llm.tools import (
     ActivityTool,
     AnyTool,
     ToolArgumentsError,
@@ -49,7 +45,7 @@ from workflows.llm.tools import (
     render_result,
     tool_index,
 )
-from workflows.llm.wire import (
+from perennial.workflows.llm.wire import (
     LLM_CONTEXT_QUERY,
     MODEL_ACTIVITY,
     ContextQuery,
@@ -66,7 +62,7 @@ from workflows.llm.wire import (
     digest,
     item_chars,
 )
-from workflows.messages import (
+from perennial.workflows.messages import (
     AgentReplyWake,
     AlarmWake,
     ApprovalWake,
@@ -81,9 +77,12 @@ from workflows.messages import (
     ToolCallEvent,
     preview,
 )
-from workflows.messaging import reply_prompt
-from workflows.observing import peer_prompt
-from workflows.payloads import MISSING
+from perennial.workflows.messaging import reply_prompt
+from perennial.workflows.observing import peer_prompt
+from perennial.workflows.payloads import MISSING
+from temporalio import workflow
+from temporalio.common import RawValue, RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
 
 LLMStateT = TypeVar("LLMStateT", bound=LLMState)
 

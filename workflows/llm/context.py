@@ -11,10 +11,9 @@ cleared. Exchanges are dropped whole, so a tool result never loses the call it a
 
 from __future__ import annotations
 
+from perennial.workflows.llm.wire import ChatItem, UserItem, item_chars
+from perennial.workflows.messages import TokenUsage
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
-
-from workflows.llm.wire import ChatItem, UserItem, item_chars
-from workflows.messages import TokenUsage
 
 
 class UsageTotals(TokenUsage):

@@ -1,0 +1,123 @@
+"""Perennial: durable, long-lived AI agents on Temporal.
+
+What an agent type is written with (workflow code: imported inside Temporal's sandbox, so
+nothing here does I/O):
+
+    from perennial import AgentWorkflow, Message, agent_type
+
+    @agent_type("counter")
+    class Counter(AgentWorkflow[CounterState]):
+        async def on_message(self, message: Message) -> str: ...
+
+What callers use is `perennial.client` (`Perennial`, `AgentHandle`, the errors, `Settings`);
+the worker is `perennial.worker`; tests use `perennial.testing`. Names are imported when first
+used, so `perennial --help` does not load Temporal's workflow machinery.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from perennial.workflows.entity import AgentWorkflow
+    from perennial.workflows.errors import (
+        InvalidMessage,
+        InvalidRequest,
+        PerennialError,
+        RunError,
+        StateTooLarge,
+        TurnFailed,
+        UsageError,
+    )
+    from perennial.workflows.llm import (
+        CONTEXT_TOOLS,
+        STATE_TOOLS,
+        LLMAgent,
+        LLMState,
+        ModelSettings,
+        ToolContext,
+        ToolError,
+        activity_tool,
+        workflow_tool,
+    )
+    from perennial.workflows.messages import (
+        AgentReplyWake,
+        AlarmWake,
+        ApprovalWake,
+        ChildFinishedWake,
+        Message,
+        PeerChangedWake,
+        ScheduleRequest,
+    )
+    from perennial.workflows.registry import agent_type
+
+#: Public name -> the module that defines it.
+_EXPORTS: dict[str, str] = {
+    "AgentWorkflow": "perennial.workflows.entity",
+    "agent_type": "perennial.workflows.registry",
+    "Message": "perennial.workflows.messages",
+    "AlarmWake": "perennial.workflows.messages",
+    "ChildFinishedWake": "perennial.workflows.messages",
+    "AgentReplyWake": "perennial.workflows.messages",
+    "PeerChangedWake": "perennial.workflows.messages",
+    "ApprovalWake": "perennial.workflows.messages",
+    "ScheduleRequest": "perennial.workflows.messages",
+    "LLMAgent": "perennial.workflows.llm",
+    "LLMState": "perennial.workflows.llm",
+    "ModelSettings": "perennial.workflows.llm",
+    "ToolContext": "perennial.workflows.llm",
+    "ToolError": "perennial.workflows.llm",
+    "activity_tool": "perennial.workflows.llm",
+    "workflow_tool": "perennial.workflows.llm",
+    "STATE_TOOLS": "perennial.workflows.llm",
+    "CONTEXT_TOOLS": "perennial.workflows.llm",
+    "PerennialError": "perennial.workflows.errors",
+    "UsageError": "perennial.workflows.errors",
+    "RunError": "perennial.workflows.errors",
+    "InvalidMessage": "perennial.workflows.errors",
+    "InvalidRequest": "perennial.workflows.errors",
+    "TurnFailed": "perennial.workflows.errors",
+    "StateTooLarge": "perennial.workflows.errors",
+}
+
+__all__ = [
+    "AgentReplyWake",
+    "AgentWorkflow",
+    "AlarmWake",
+    "ApprovalWake",
+    "CONTEXT_TOOLS",
+    "ChildFinishedWake",
+    "InvalidMessage",
+    "InvalidRequest",
+    "LLMAgent",
+    "LLMState",
+    "Message",
+    "ModelSettings",
+    "PeerChangedWake",
+    "PerennialError",
+    "RunError",
+    "STATE_TOOLS",
+    "ScheduleRequest",
+    "StateTooLarge",
+    "ToolContext",
+    "ToolError",
+    "TurnFailed",
+    "UsageError",
+    "activity_tool",
+    "agent_type",
+    "workflow_tool",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'perennial' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
