@@ -11,26 +11,27 @@ import compileall
 import contextlib
 import functools
 import gc
-import importlib
 import signal
 import sys
 from pathlib import Path
 from types import CodeType
 from typing import Any
 
-import perennial.workflows
 import structlog
-from perennial.activities import build_activities
-from perennial.client.connection import connect, ensure_search_attributes
-from perennial.client.logging import configure_logging
-from perennial.client.process import exit_process
-from perennial.client.settings import Settings
-from perennial.workflows.registry import agent_types
 from temporalio.client import Client
 from temporalio.converter import SerializationContext
 from temporalio.worker import Worker, WorkflowInstance, WorkflowInstanceDetails
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 from temporalio.worker.workflow_sandbox import _runner as sdk_sandbox
+
+import perennial.workflows
+from perennial.activities import build_activities
+from perennial.client.app import load_app
+from perennial.client.connection import connect, ensure_search_attributes
+from perennial.client.logging import configure_logging
+from perennial.client.process import exit_process
+from perennial.client.settings import Settings
+from perennial.workflows.registry import agent_types
 
 log = structlog.get_logger("perennial.worker")
 
@@ -159,8 +160,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
     except Exception as err:  # e.g. Temporal Cloud: the operator API needs other credentials
         log.warning("could not check search attributes; register them by hand", error=str(err))
     stop = stop or stop_on_signals()
-    for module in settings.worker_modules:  # an application's agent types and tools
-        importlib.import_module(module)
+    load_app(settings)  # an application's agent types and tools
     worker = build_worker(client, settings)
     settle_heap()
     log.info("worker started", task_queue=settings.task_queue, address=settings.address,

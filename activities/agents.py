@@ -10,16 +10,17 @@ once by the receiving agent's duplicate suppression.
 
 from __future__ import annotations
 
+from temporalio import activity
+from temporalio.client import Client, WithStartWorkflowOperation, WorkflowQueryFailedError
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.service import RPCError
+
 from perennial.client.lifecycle import get_or_create
 from perennial.workflows.errors import PerennialError, to_application_error
 from perennial.workflows.messages import AgentDelivery, AgentStart, SendReceipt, SubscriberCheck
 from perennial.workflows.messaging import DELIVER_ACTIVITY
 from perennial.workflows.observing import CONFIRM_SUBSCRIBER_ACTIVITY, CONFIRM_SUBSCRIPTION_QUERY
 from perennial.workflows.visibility import agent_id
-from temporalio import activity
-from temporalio.client import Client, WithStartWorkflowOperation, WorkflowQueryFailedError
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.service import RPCError
 
 
 @activity.defn(name=DELIVER_ACTIVITY)

@@ -20,6 +20,11 @@ from typing import Any
 
 import openai
 from openai import AsyncOpenAI
+from temporalio import activity
+from temporalio.client import WorkflowQueryFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
+
 from perennial.activities.heartbeat import heartbeating
 from perennial.activities.redaction import NO_REDACTION, Redactor
 from perennial.client.settings import Settings
@@ -39,10 +44,6 @@ from perennial.workflows.llm.wire import (
     UserItem,
 )
 from perennial.workflows.messages import TokenUsage
-from temporalio import activity
-from temporalio.client import WorkflowQueryFailedError
-from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError
 
 #: Longest `retry-after` honoured; a server asking for more gets this.
 MAX_RETRY_AFTER = timedelta(minutes=10)

@@ -10,8 +10,9 @@ completion starts the next task in ~11 ms.
 
 from __future__ import annotations
 
-from perennial.workflows.entity import NEXT_TASK_ACTIVITY
 from temporalio import activity
+
+from perennial.workflows.entity import NEXT_TASK_ACTIVITY
 
 
 @activity.defn(name=NEXT_TASK_ACTIVITY)

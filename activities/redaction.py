@@ -17,8 +17,9 @@ import json
 import re
 from collections.abc import Iterable
 
-from perennial.client.settings import Settings
 from pydantic import SecretStr
+
+from perennial.client.settings import Settings
 
 #: What a redacted secret reads as.
 REDACTED = "[redacted]"

@@ -19,14 +19,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from pydantic import ValidationError
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
 from perennial.activities.heartbeat import heartbeating
 from perennial.activities.redaction import Redactor
 from perennial.client.settings import Settings
 from perennial.workflows.llm.tools import ActivityTool, ToolContext, ToolError, render_result
 from perennial.workflows.llm.wire import ToolActivityInput, ToolActivityResult, ToolFailureDetail
-from pydantic import ValidationError
-from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 
 def tool_activity(tool: ActivityTool, settings: Settings) -> Callable[..., Any]:

@@ -33,8 +33,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from perennial.client import Perennial, Settings
-from perennial.client.server import DevServer, free_port
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
@@ -42,6 +40,8 @@ from temporalio.worker import Worker
 
 from bench.entry import run_main
 from bench.raw_timer import RAW_TIMER_TYPE, RawTimer
+from perennial.client import Perennial, Settings
+from perennial.client.server import DevServer, free_port
 from perennial.worker import build_worker, workflow_runner
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"

@@ -33,8 +33,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import temporalio
-from perennial.client import AgentHandle, Perennial, Settings
-from perennial.client.server import DevServer, free_port
 from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
 from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHistory
 from temporalio.common import WorkflowIDConflictPolicy
@@ -45,6 +43,8 @@ from bench.entry import run_main
 from bench.raw_entity import RAW_TYPE
 from bench.raw_worker import build_raw_worker
 from bench.replay_history import replay_seconds, replayer, signals_in
+from perennial.client import AgentHandle, Perennial, Settings
+from perennial.client.server import DevServer, free_port
 from perennial.worker import build_worker
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -32,15 +32,15 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from perennial.client import Perennial, Settings
-from perennial.client.logging import configure_logging
-from perennial.client.process import exit_process
-from perennial.client.server import DevServer, free_port
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
 
 from bench.llm_raw import RAW_TYPE, build_raw_llm_worker
+from perennial.client import Perennial, Settings
+from perennial.client.logging import configure_logging
+from perennial.client.process import exit_process
+from perennial.client.server import DevServer, free_port
 from perennial.worker import build_worker
 from tests.scripted_llm import ScriptedLLM, text, usage
 
@@ -219,7 +219,7 @@ class Bench:
             PERENNIAL_TASK_QUEUE=settings.task_queue,
             PERENNIAL_LOG_LEVEL="WARNING",
             OPENAI_BASE_URL=self.llm.url,
-            PERENNIAL_WORKER_MODULES="bench.llm_raw",
+            PERENNIAL_APP="bench.llm_raw",
         )
         proc = subprocess.Popen([sys.executable, str(ROOT / "worker.py")], env=env, cwd=ROOT)
         try:

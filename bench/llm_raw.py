@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from perennial.workflows.llm import ContextWindow, LLMAgent, LLMState
-from perennial.workflows.messages import AgentStart
 from temporalio import activity, workflow
 from temporalio.client import Client
 from temporalio.worker import Worker
+
+from perennial.workflows.llm import ContextWindow, LLMAgent, LLMState
+from perennial.workflows.messages import AgentStart
 
 with workflow.unsafe.imports_passed_through():
     from openai import AsyncOpenAI

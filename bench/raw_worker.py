@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 
-from perennial.client.connection import connect
-from perennial.client.settings import Settings
 from temporalio.client import Client
 from temporalio.worker import Worker
 
 from bench.raw_entity import RawEntity
+from perennial.client.connection import connect
+from perennial.client.settings import Settings
 from perennial.worker import settle_heap, stop_on_signals, workflow_runner
 
 

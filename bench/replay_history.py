@@ -17,7 +17,6 @@ import json
 import time
 from pathlib import Path
 
-from perennial.workflows.registry import agent_types
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -25,6 +24,7 @@ from temporalio.worker import Replayer
 
 from bench.raw_entity import RawEntity
 from perennial.worker import workflow_runner
+from perennial.workflows.registry import agent_types
 
 
 def load(path: Path) -> WorkflowHistory:

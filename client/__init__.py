@@ -1,58 +1,120 @@
-"""What callers import: the Python client (and, in submodules, the CLI and settings)."""
+"""What callers use: the Python client, its errors and settings (the CLI, the gateway and
+the embedded server are submodules). Names are imported on first use."""
 
-from perennial.client.agents import (
-    AgentHandle,
-    AgentState,
-    AgentSummary,
-    AgentUnreachable,
-    AskTimedOut,
-    EventsMissed,
-    Perennial,
-)
-from perennial.client.connection import TemporalUnavailable
-from perennial.client.settings import Settings
-from perennial.workflows.errors import (
-    AgentBusy,
-    AgentNotFound,
-    AgentStopped,
-    AlreadyDecided,
-    ApprovalNotFound,
-    AskAgentTimedOut,
-    ChildAlreadyRunning,
-    ChildNotFound,
-    DeliveryFailed,
-    InvalidMessage,
-    InvalidRequest,
-    InvalidSchedule,
-    InvalidStart,
-    LimitExceeded,
-    ModelCallFailed,
-    NotObserving,
-    PerennialError,
-    RunError,
-    ScheduleNotFound,
-    StateTooLarge,
-    StepLimitExceeded,
-    TooManySchedules,
-    TurnFailed,
-    UnknownAgentType,
-    UsageError,
-    VersionNotKept,
-)
-from perennial.workflows.messages import (
-    AlarmWake,
-    AskReply,
-    Decision,
-    Event,
-    EventsPage,
-    Message,
-    PendingApproval,
-    RollbackResult,
-    Schedule,
-    ScheduleResult,
-    SendReceipt,
-    StateView,
-)
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from perennial._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from perennial.client.agents import (
+        AgentHandle,
+        AgentState,
+        AgentSummary,
+        AgentUnreachable,
+        AskTimedOut,
+        EventsMissed,
+        Perennial,
+    )
+    from perennial.client.connection import (
+        TemporalUnavailable,
+    )
+    from perennial.client.settings import (
+        Settings,
+    )
+    from perennial.workflows.errors import (
+        AgentBusy,
+        AgentNotFound,
+        AgentStopped,
+        AlreadyDecided,
+        ApprovalNotFound,
+        AskAgentTimedOut,
+        ChildAlreadyRunning,
+        ChildNotFound,
+        DeliveryFailed,
+        InvalidMessage,
+        InvalidRequest,
+        InvalidSchedule,
+        InvalidStart,
+        LimitExceeded,
+        ModelCallFailed,
+        NotObserving,
+        PerennialError,
+        RunError,
+        ScheduleNotFound,
+        StateTooLarge,
+        StepLimitExceeded,
+        TooManySchedules,
+        TurnFailed,
+        UnknownAgentType,
+        UsageError,
+        VersionNotKept,
+    )
+    from perennial.workflows.messages import (
+        AlarmWake,
+        AskReply,
+        Decision,
+        Event,
+        EventsPage,
+        Message,
+        PendingApproval,
+        RollbackResult,
+        Schedule,
+        ScheduleResult,
+        SendReceipt,
+        StateView,
+    )
+
+_EXPORTS: dict[str, str] = {
+    "AgentBusy": "perennial.workflows.errors",
+    "AgentHandle": "perennial.client.agents",
+    "AgentNotFound": "perennial.workflows.errors",
+    "AgentState": "perennial.client.agents",
+    "AgentStopped": "perennial.workflows.errors",
+    "AgentSummary": "perennial.client.agents",
+    "AgentUnreachable": "perennial.client.agents",
+    "AlarmWake": "perennial.workflows.messages",
+    "AlreadyDecided": "perennial.workflows.errors",
+    "ApprovalNotFound": "perennial.workflows.errors",
+    "AskAgentTimedOut": "perennial.workflows.errors",
+    "AskReply": "perennial.workflows.messages",
+    "AskTimedOut": "perennial.client.agents",
+    "ChildAlreadyRunning": "perennial.workflows.errors",
+    "ChildNotFound": "perennial.workflows.errors",
+    "Decision": "perennial.workflows.messages",
+    "DeliveryFailed": "perennial.workflows.errors",
+    "Event": "perennial.workflows.messages",
+    "EventsMissed": "perennial.client.agents",
+    "EventsPage": "perennial.workflows.messages",
+    "InvalidMessage": "perennial.workflows.errors",
+    "InvalidRequest": "perennial.workflows.errors",
+    "InvalidSchedule": "perennial.workflows.errors",
+    "InvalidStart": "perennial.workflows.errors",
+    "LimitExceeded": "perennial.workflows.errors",
+    "Message": "perennial.workflows.messages",
+    "ModelCallFailed": "perennial.workflows.errors",
+    "NotObserving": "perennial.workflows.errors",
+    "PendingApproval": "perennial.workflows.messages",
+    "Perennial": "perennial.client.agents",
+    "PerennialError": "perennial.workflows.errors",
+    "RollbackResult": "perennial.workflows.messages",
+    "RunError": "perennial.workflows.errors",
+    "Schedule": "perennial.workflows.messages",
+    "ScheduleNotFound": "perennial.workflows.errors",
+    "ScheduleResult": "perennial.workflows.messages",
+    "SendReceipt": "perennial.workflows.messages",
+    "Settings": "perennial.client.settings",
+    "StateTooLarge": "perennial.workflows.errors",
+    "StateView": "perennial.workflows.messages",
+    "StepLimitExceeded": "perennial.workflows.errors",
+    "TemporalUnavailable": "perennial.client.connection",
+    "TooManySchedules": "perennial.workflows.errors",
+    "TurnFailed": "perennial.workflows.errors",
+    "UnknownAgentType": "perennial.workflows.errors",
+    "UsageError": "perennial.workflows.errors",
+    "VersionNotKept": "perennial.workflows.errors",
+}
 
 __all__ = [
     "AgentBusy",
@@ -103,3 +165,5 @@ __all__ = [
     "UsageError",
     "VersionNotKept",
 ]
+
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

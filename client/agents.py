@@ -21,6 +21,20 @@ from datetime import datetime, timedelta
 from typing import Any, NoReturn, TypeVar
 
 import structlog
+from pydantic import BaseModel, ConfigDict, JsonValue, TypeAdapter, ValidationError
+from temporalio.api.errordetails.v1 import MultiOperationExecutionFailure, WorkflowNotReadyFailure
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowExecutionStatus,
+    WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
 from perennial.client.connection import connect
 from perennial.client.lifecycle import Recovery, get_or_create, recover
 from perennial.client.settings import Settings
@@ -70,19 +84,6 @@ from perennial.workflows.visibility import (
     AGENT_VERSION,
     agent_id,
 )
-from pydantic import BaseModel, ConfigDict, JsonValue, TypeAdapter, ValidationError
-from temporalio.api.errordetails.v1 import MultiOperationExecutionFailure, WorkflowNotReadyFailure
-from temporalio.client import (
-    Client,
-    WithStartWorkflowOperation,
-    WorkflowExecutionStatus,
-    WorkflowQueryFailedError,
-    WorkflowUpdateFailedError,
-    WorkflowUpdateRPCTimeoutOrCancelledError,
-)
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError, RPCStatusCode
 
 log = structlog.get_logger("perennial.client")
 
@@ -229,6 +230,10 @@ async def _retrying(
             log.info("agent not ready for the request; retrying", agent=workflow_id, delay=delay)
         await asyncio.sleep(delay)
     return await call()
+
+
+#: How long a read (a query) waits for a worker to answer before AgentUnreachable.
+READ_TIMEOUT = timedelta(seconds=10)
 
 
 def known_agent_class(agent_type: str) -> type[AgentWorkflow[Any]]:
@@ -643,7 +648,9 @@ class AgentHandle:
         handle = self._client.get_workflow_handle(self.id)
         args = () if arg is None else (arg,)
         try:
-            return await handle.query(name, *args, result_type=result_type, rpc_timeout=timeout)
+            return await handle.query(
+                name, *args, result_type=result_type, rpc_timeout=timeout or READ_TIMEOUT
+            )
         except (WorkflowQueryFailedError, RPCError) as err:
             _reraise(err, workflow_id=self.id)
 

@@ -16,352 +16,33 @@
     perennial approvals [assistant/alice]  calls waiting for a person (all agents, or one)
     perennial decide assistant/alice appr-1a2b --approve|--reject [--comment "why"]
 
-Human-readable output by default, `--json` for scripts. Exit status: 0 ok, 1 the agent
-could not do it (RunError), 2 the request was wrong (UsageError).
+`--app MODULE[,MODULE]` (or PERENNIAL_APP) loads an application's agent types first; any
+agent type is reachable without it, untyped. Human-readable output by default, `--json` for
+scripts (errors then go to stderr as {"error": {"type", "message"}}). Exit status: 0 ok, 1
+the agent could not do it (RunError), 2 the request was wrong (UsageError).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from perennial.client.agents import AgentHandle, EventsMissed, Perennial
-from perennial.client.llm_events import format_llm_event
-from perennial.client.logging import configure_logging
-from perennial.client.process import exit_process
-from perennial.client.server import DevServer, ServerError
-from perennial.client.settings import Settings
-from perennial.workflows.errors import InvalidSchedule, PerennialError, UsageError
-from perennial.workflows.messages import Event, Schedule
-from perennial.workflows.schedules import describe
-from pydantic import BaseModel
+if TYPE_CHECKING:
+    from perennial.client.settings import Settings
 
-
-def _parse_agent(ref: str) -> tuple[str, str]:
-    agent_type, sep, name = ref.partition("/")
-    if not sep or not agent_type or not name:
-        raise UsageError(f"agent must be written TYPE/NAME (like notes/alice), not {ref!r}")
-    return agent_type, name
-
-
-def _json_arg(raw: str | None) -> Any:
-    if raw is None:
-        return None
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError as err:
-        raise UsageError(f"--data is not valid JSON: {err}") from None
-
-
-def _emit(args: argparse.Namespace, value: Any, human: str) -> None:
-    if args.json:
-        payload = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
-        print(json.dumps(payload, default=str))
-    else:
-        print(human)
-
-
-def format_event(event: Event) -> str:
-    """One line per event, for people."""
-    if (line := format_llm_event(event)) is not None:  # runs, steps, texts, tools, errors
-        return line
-    at = f"{event.at:%H:%M:%S}"
-    match event.kind:
-        case "received":
-            who = event.sender or "anonymous"
-            how = "ask" if event.awaited else "message"
-            return f"#{event.offset} {at} {how} {event.message_id} from {who}: {event.text}"
-        case "turn":
-            return f"#{event.offset} {at} turn v{event.version} ({event.message_id}): {event.reply}"
-        case "turn_failed":
-            return (
-                f"#{event.offset} {at} FAILED turn ({event.message_id}) {event.error_type}: "
-                f"{event.error}; state kept at v{event.version}"
-            )
-        case "rolled_back":
-            return f"#{event.offset} {at} rolled back to v{event.to_version} as v{event.version}"
-        case "rejected":
-            return f"#{event.offset} {at} rejected signal: {event.error}"
-        case "continued_as_new":
-            return (
-                f"#{event.offset} {at} continued as new ({event.reason}), "
-                f"{event.carried_wakes} wakes carried"
-            )
-        case "scheduled":
-            how = "replaced" if event.replaced else "scheduled"
-            return (
-                f"#{event.offset} {at} {how} {event.schedule_id} ({event.timing}, next "
-                f"{_when(event.next_due)}) by {event.created_by or '-'}: {event.payload}"
-            )
-        case "schedule_cancelled":
-            return f"#{event.offset} {at} cancelled schedule {event.schedule_id}"
-        case "alarm":
-            late = (event.fired_at - event.due_at).total_seconds()
-            missed = f", {event.missed} earlier missed" if event.missed else ""
-            following = f", next {_when(event.next_due)}" if event.next_due else ", done"
-            return (
-                f"#{event.offset} {at} alarm {event.schedule_id} due {_when(event.due_at)} "
-                f"({late:.2f}s late{missed}{following}): {event.payload}"
-            )
-    return f"#{event.offset} {at} {event.kind}"
-
-
-def _when(moment: datetime) -> str:
-    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
-
-
-def _format_schedule(schedule: Schedule) -> str:
-    return (
-        f"{schedule.id:20} next {_when(schedule.next_due)}  {describe(schedule):28} "
-        f"fired {schedule.fired:<4} by {schedule.created_by or '-'}: {schedule.payload}"
-    )
-
-
-# --------------------------------------------------------------------------- agent commands
-
-
-async def _agent(args: argparse.Namespace, settings: Settings) -> tuple[Perennial, AgentHandle]:
-    agent_type, name = _parse_agent(args.agent)
-    perennial = await Perennial.connect(settings)
-    return perennial, perennial.agent(agent_type, name)
-
-
-async def cmd_send(args: argparse.Namespace, settings: Settings) -> None:
-    _, agent = await _agent(args, settings)
-    message_id = await agent.send(
-        args.text, sender=args.sender, id=args.id, data=_json_arg(args.data)
-    )
-    _emit(args, {"id": message_id}, f"sent {message_id} to {agent.id}")
-
-
-async def cmd_ask(args: argparse.Namespace, settings: Settings) -> None:
-    _, agent = await _agent(args, settings)
-    reply = await agent.ask(
-        args.text,
-        sender=args.sender,
-        id=args.id,
-        data=_json_arg(args.data),
-        timeout=args.timeout,
-    )
-    _emit(args, reply, f"{reply.reply}\n  (v{reply.version}, message {reply.id})")
-
-
-async def cmd_state(args: argparse.Namespace, settings: Settings) -> None:
-    _, agent = await _agent(args, settings)
-    view = await agent.state_view()
-    human = (
-        f"{agent.id} v{view.version}{' (busy)' if view.busy else ''}, {view.inbox} queued, "
-        f"versions kept {view.versions_kept}\n{json.dumps(view.state, indent=2)}"
-    )
-    _emit(args, view, human)
-
-
-async def cmd_events(args: argparse.Namespace, settings: Settings) -> None:
-    _, agent = await _agent(args, settings)
-    if not args.follow:
-        page = await agent.events(after=args.after, limit=args.limit)
-        human = "\n".join(format_event(e) for e in page.events) or "(no events)"
-        _emit(args, page, human)
-        return
-    after = args.after
-    while True:
-        try:
-            async for event in agent.watch(after=after):
-                _emit(args, event, format_event(event))
-                sys.stdout.flush()
-        except EventsMissed as err:  # say so, and go on from the oldest event kept
-            print(f"warning: {err}", file=sys.stderr)
-            after = err.resume_after
-
-
-async def cmd_rollback(args: argparse.Namespace, settings: Settings) -> None:
-    _, agent = await _agent(args, settings)
-    result = await agent.rollback(args.version)
-    _emit(args, result, f"restored v{result.restored_version} as v{result.version}")
-
-
-async def cmd_recover(args: argparse.Namespace, settings: Settings) -> None:
-    _, agent = await _agent(args, settings)
-    done = await agent.recover()
-    skipped = f"; {done.skipped_signals} oversized signals left out" if done.skipped_signals else ""
-    _emit(args, {"id": agent.id, **done._asdict()},
-          f"recovered {agent.id}: run {done.run_id} resumes from its last good workflow task; "
-          f"{done.reapplied_signals} later signals applied again{skipped}")  # fmt: skip
-
-
-async def cmd_schedule(args: argparse.Namespace, settings: Settings) -> None:
-    _, agent = await _agent(args, settings)
-    at = None
-    if args.at is not None:
-        try:
-            at = datetime.fromisoformat(args.at)
-        except ValueError:
-            raise InvalidSchedule(f"--at {args.at!r} is not an ISO-8601 time") from None
-    result = await agent.schedule(
-        args.id,
-        args.payload,
-        after_seconds=args.after,
-        at=at,
-        every_seconds=args.every,
-        cron=args.cron,
-        timezone=args.timezone,
-        created_by=args.created_by,
-    )
-    how = "replaced" if result.replaced else "scheduled"
-    _emit(args, result, f"{how} on {agent.id}: {_format_schedule(result.schedule)}")
-
-
-async def cmd_schedules(args: argparse.Namespace, settings: Settings) -> None:
-    _, agent = await _agent(args, settings)
-    schedules = await agent.schedules()
-    if args.json:
-        print(json.dumps([s.model_dump(mode="json") for s in schedules]))
-        return
-    print("\n".join(_format_schedule(s) for s in schedules) or "(no schedules)")
-
-
-async def cmd_unschedule(args: argparse.Namespace, settings: Settings) -> None:
-    _, agent = await _agent(args, settings)
-    cancelled = await agent.cancel_schedule(args.id)
-    _emit(args, cancelled, f"cancelled on {agent.id}: {_format_schedule(cancelled)}")
-
-
-async def cmd_list(args: argparse.Namespace, settings: Settings) -> None:
-    perennial = await Perennial.connect(settings)
-    agents = await perennial.list_agents(
-        agent_type=args.type, status=args.status, running_only=not args.all, limit=args.limit
-    )
-    if args.json:
-        print(json.dumps([a.model_dump(mode="json") for a in agents]))
-        return
-    if not agents:
-        print("(no agents)")
-    for a in agents:
-        active = f"{a.last_active:%Y-%m-%d %H:%M:%S}" if a.last_active else "-"
-        print(f"{a.workflow_id:40} {a.status or '-':18} v{a.version or 0:<6} last active {active}")
-
-
-async def cmd_approvals(args: argparse.Namespace, settings: Settings) -> None:
-    from perennial.client.approvals import pending_approvals, waiting_for_approval
-
-    perennial = await Perennial.connect(settings)
-    if args.agent:
-        agent = perennial.agent(*_parse_agent(args.agent))
-        found = [(agent.id, await pending_approvals(agent))]
-    else:
-        listed = await waiting_for_approval(perennial)
-        found = [(s.workflow_id, approvals) for s, approvals, error in listed if error is None]
-        for _, _, error in listed:
-            if error is not None:
-                print(f"warning: {error}", file=sys.stderr)
-    if args.json:
-        print(json.dumps({aid: [a.model_dump(mode="json") for a in pending]
-                          for aid, pending in found}))  # fmt: skip
-        return
-    lines = [
-        f"{aid:32} {a.approval_id:18} {a.tool}({a.arguments}) asked {_when(a.requested_at)}"
-        + (f", deadline {_when(a.deadline)}" if a.deadline else "")
-        for aid, pending in found
-        for a in pending
-    ]
-    print("\n".join(lines) or "(no pending approvals)")
-
-
-async def cmd_decide(args: argparse.Namespace, settings: Settings) -> None:
-    from perennial.client.approvals import decide
-
-    _, agent = await _agent(args, settings)
-    decision = await decide(
-        agent, args.id, approve=args.approve, comment=args.comment, decided_by=args.by
-    )
-    verdict = "approved" if decision.approved else "rejected"
-    _emit(args, decision, f"{verdict} {decision.approval_id} on {agent.id}")
-
-
-# --------------------------------------------------------------------------- runtime commands
-
-
-async def _until_stopped() -> None:
-    from perennial.worker import stop_on_signals
-
-    await stop_on_signals().wait()
-
-
-async def cmd_server(args: argparse.Namespace, settings: Settings) -> None:
-    if not settings.embedded:
-        raise UsageError("TEMPORAL_ADDRESS is set: a server is already configured, none started")
-    async with DevServer(settings, headless=args.headless) as server:
-        print(f"Temporal server: {server.address}  (namespace {settings.namespace})")
-        if not args.headless:
-            print(f"Web UI:          {server.ui_url}")
-        print(f"Database:        {settings.database}\nCtrl-C to stop.", flush=True)
-        await _until_stopped()
-
-
-async def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
-    from perennial.worker import run_worker
-
-    await run_worker(settings)
-
-
-async def _with_runtime(
-    settings: Settings, headless: bool, body: Callable[[Settings], Awaitable[None]]
-) -> None:
-    """Start the embedded server (unless TEMPORAL_ADDRESS is set) and a worker, run `body`."""
-    from perennial.worker import run_worker
-
-    server = DevServer(settings, headless=headless) if settings.embedded else None
-    if server:
-        await server.start()
-        print(f"Temporal server: {server.address}", flush=True)
-        if not headless:
-            print(f"Web UI:          {server.ui_url}", flush=True)
-    stop = asyncio.Event()
-    worker = asyncio.create_task(run_worker(settings, stop=stop))
-    try:
-        await body(settings)
-    finally:
-        stop.set()
-        await worker
-        if server:
-            await server.stop()
-
-
-async def cmd_dev(args: argparse.Namespace, settings: Settings) -> None:
-    async def body(_: Settings) -> None:
-        print("Worker running. Ctrl-C to stop.", flush=True)
-        await _until_stopped()
-
-    await _with_runtime(settings, args.headless, body)
-
-
-async def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
-    from perennial.client.demo import run_demo
-    from perennial.client.local_model import local_model_if_needed
-
-    async def body(s: Settings) -> None:
-        await run_demo(s)
-        if not args.exit:
-            print("\nThe server and worker keep running; try the commands above. Ctrl-C stops.")
-            await _until_stopped()
-
-    # No model endpoint configured: the optional tiny local model, if it is installed.
-    async with local_model_if_needed(settings) as settings:
-        await _with_runtime(settings, args.headless, body)
-
-
-# --------------------------------------------------------------------------- parsing
+# Only the standard library at import time: the commands (and Temporal, pydantic) are
+# imported once the arguments are parsed, so `perennial --help` answers at once.
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="perennial", description=__doc__.split("\n")[0])
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--json", action="store_true", help="machine-readable output (errors too)")
+    parser.add_argument(
+        "--app", metavar="MODULE[,MODULE]", help="application modules to load (env PERENNIAL_APP)"
+    )
     parser.add_argument("--address", help="Temporal server host:port (env TEMPORAL_ADDRESS)")
     parser.add_argument("--namespace", help="Temporal namespace (env TEMPORAL_NAMESPACE)")
     parser.add_argument("--task-queue", help="task queue (env PERENNIAL_TASK_QUEUE)")
@@ -372,18 +53,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     for name, fn, helptext in (
-        ("server", cmd_server, "run the embedded Temporal dev server"),
-        ("dev", cmd_dev, "run the embedded server and a worker"),
-        ("demo", cmd_demo, "run the server and a worker, and show agents talking"),
+        ("server", "cmd_server", "run the embedded Temporal dev server"),
+        ("dev", "cmd_dev", "run the embedded server and a worker"),
+        ("demo", "cmd_demo", "run the server and a worker, and show agents talking"),
     ):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("--headless", action="store_true", help="no Web UI")
         if name == "demo":
             p.add_argument("--exit", action="store_true", help="stop after the demo")
-        p.set_defaults(fn=fn)
-    sub.add_parser("worker", help="run a worker").set_defaults(fn=cmd_worker)
+        p.set_defaults(command_fn=fn)
+    sub.add_parser("worker", help="run a worker").set_defaults(command_fn="cmd_worker")
 
-    for name, fn in (("send", cmd_send), ("ask", cmd_ask)):
+    for name, fn in (("send", "cmd_send"), ("ask", "cmd_ask")):
         p = sub.add_parser(name, help=f"{name} a message (creates the agent if needed)")
         p.add_argument("agent", help="TYPE/NAME, like notes/alice")
         p.add_argument("text")
@@ -392,27 +73,27 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--data", help="JSON data to attach")
         if name == "ask":
             p.add_argument("--timeout", type=float, default=60.0, help="seconds (60)")
-        p.set_defaults(fn=fn)
+        p.set_defaults(command_fn=fn)
 
     p = sub.add_parser("state", help="show an agent's state and version")
     p.add_argument("agent")
-    p.set_defaults(fn=cmd_state)
+    p.set_defaults(command_fn="cmd_state")
 
     p = sub.add_parser("events", help="show (or --follow) an agent's event log")
     p.add_argument("agent")
     p.add_argument("--after", type=int, default=0, help="only events after this offset")
     p.add_argument("--limit", type=int)
     p.add_argument("--follow", "-f", action="store_true", help="keep following, live")
-    p.set_defaults(fn=cmd_events)
+    p.set_defaults(command_fn="cmd_events")
 
     p = sub.add_parser("rollback", help="restore a kept version")
     p.add_argument("agent")
     p.add_argument("version", type=int)
-    p.set_defaults(fn=cmd_rollback)
+    p.set_defaults(command_fn="cmd_rollback")
 
     p = sub.add_parser("recover", help="bring back an agent whose run was terminated or failed")
     p.add_argument("agent")
-    p.set_defaults(fn=cmd_recover)
+    p.set_defaults(command_fn="cmd_recover")
 
     p = sub.add_parser("schedule", help="create or replace a schedule (creates the agent)")
     p.add_argument("agent")
@@ -425,20 +106,20 @@ def build_parser() -> argparse.ArgumentParser:
     timing.add_argument("--cron", metavar="EXPR", help="recurring, 5 fields (or 6, seconds last)")
     p.add_argument("--timezone", metavar="TZ", help="IANA zone for --cron / a naive --at (UTC)")
     p.add_argument("--created-by", default="cli", help="recorded with the schedule (cli)")
-    p.set_defaults(fn=cmd_schedule)
+    p.set_defaults(command_fn="cmd_schedule")
 
     p = sub.add_parser("schedules", help="list an agent's pending schedules")
     p.add_argument("agent")
-    p.set_defaults(fn=cmd_schedules)
+    p.set_defaults(command_fn="cmd_schedules")
 
     p = sub.add_parser("unschedule", help="cancel a schedule")
     p.add_argument("agent")
     p.add_argument("id")
-    p.set_defaults(fn=cmd_unschedule)
+    p.set_defaults(command_fn="cmd_unschedule")
 
     p = sub.add_parser("approvals", help="list calls waiting for a person's approval")
     p.add_argument("agent", nargs="?", help="TYPE/NAME (default: every waiting agent)")
-    p.set_defaults(fn=cmd_approvals)
+    p.set_defaults(command_fn="cmd_approvals")
 
     p = sub.add_parser("decide", help="approve or reject a pending call (first decision wins)")
     p.add_argument("agent")
@@ -448,19 +129,23 @@ def build_parser() -> argparse.ArgumentParser:
     verdict.add_argument("--reject", dest="approve", action="store_false")
     p.add_argument("--comment")
     p.add_argument("--by", default="cli", help="who decides (recorded; cli)")
-    p.set_defaults(fn=cmd_decide)
+    p.set_defaults(command_fn="cmd_decide")
 
     p = sub.add_parser("list", help="list agents (visibility API)")
     p.add_argument("--type")
     p.add_argument("--status")
     p.add_argument("--all", action="store_true", help="include agents that are not running")
     p.add_argument("--limit", type=int, default=100)
-    p.set_defaults(fn=cmd_list)
+    p.set_defaults(command_fn="cmd_list")
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    from perennial.client.logging import configure_logging
+    from perennial.client.process import exit_process
+    from perennial.client.settings import Settings
+
     settings = Settings.from_env(
         temporal_address=args.address,
         namespace=args.namespace,
@@ -469,6 +154,7 @@ def main(argv: list[str] | None = None) -> None:
         db_filename=args.db,
         server_port=args.port,
         ui_port=args.ui_port,
+        app=args.app,
     )
     quiet = args.command == "demo" and "log_level" not in settings.model_fields_set
     configure_logging(
@@ -480,20 +166,35 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from perennial.client import commands
+    from perennial.client.app import load_app
+    from perennial.client.server import ServerError
+    from perennial.workflows.errors import PerennialError, UsageError
+
     try:
-        asyncio.run(args.fn(args, settings))
+        load_app(settings)
+        asyncio.run(getattr(commands, args.command_fn)(args, settings))
     except KeyboardInterrupt:
         return 130
     except UsageError as err:
-        print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
-        return 2
+        return _error(args, err, 2)
     except (PerennialError, ServerError) as err:
-        print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
-        return 1
+        return _error(args, err, 1)
     except RuntimeError as err:  # e.g. cannot connect to the server
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        return _error(args, err, 1)
     return 0
+
+
+def _error(args: argparse.Namespace, err: Exception, status: int) -> int:
+    """Report an error on stderr (JSON with `--json`) and return the exit status."""
+    if args.json:
+        print(json.dumps({"error": {"type": type(err).__name__, "message": str(err)}}),
+              file=sys.stderr)  # fmt: skip
+    else:
+        print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

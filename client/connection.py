@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from perennial.client.settings import Settings
-from perennial.workflows.errors import RunError
-from perennial.workflows.visibility import ALL_KEYS
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
@@ -13,6 +10,10 @@ from temporalio.api.operatorservice.v1 import (
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import TLSConfig
+
+from perennial.client.settings import Settings
+from perennial.workflows.errors import RunError
+from perennial.workflows.visibility import ALL_KEYS
 
 
 def _tls(settings: Settings) -> TLSConfig | bool:

@@ -6,7 +6,7 @@ import asyncio
 
 from perennial.client.agents import AgentSummary, Perennial
 from perennial.client.assistant_demo import run_assistant_demo
-from perennial.client.cli import format_event
+from perennial.client.commands import format_event
 from perennial.client.settings import Settings
 
 

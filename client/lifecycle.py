@@ -25,7 +25,6 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import NamedTuple, TypeVar
 
-from perennial.workflows.errors import AgentNotFound, AgentStopped, InvalidRequest
 from temporalio.api.common.v1 import Payload, WorkflowExecution
 from temporalio.api.enums.v1 import EventType, ResetReapplyExcludeType
 from temporalio.api.workflowservice.v1 import (
@@ -36,6 +35,8 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import RawValue, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
+
+from perennial.workflows.errors import AgentNotFound, AgentStopped, InvalidRequest
 
 T = TypeVar("T")
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+
 from perennial.client.settings import Settings
 
 log = structlog.get_logger("perennial.local_model")

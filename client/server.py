@@ -13,10 +13,11 @@ from pathlib import Path
 from types import TracebackType
 
 import structlog
+from temporalio.client import Client
+
 from perennial.client.connection import connect, ensure_search_attributes
 from perennial.client.settings import Settings
 from perennial.workflows.visibility import ALL_KEYS
-from temporalio.client import Client
 
 log = structlog.get_logger("perennial.server")
 

@@ -33,7 +33,7 @@ _ENV = {
     "openai_api_key": "OPENAI_API_KEY",
     "openai_base_url": "OPENAI_BASE_URL",
     "openai_model": "OPENAI_MODEL",
-    "worker_modules": "PERENNIAL_WORKER_MODULES",
+    "app": "PERENNIAL_APP",
 }
 
 
@@ -76,11 +76,12 @@ class Settings(BaseModel):
     #: The model of agent types that do not name one.
     openai_model: str = "gpt-4o-mini"
 
-    #: Modules the worker imports before it starts (comma-separated in the environment), so
-    #: agent types and tools an application registers there run on `perennial worker`.
-    worker_modules: tuple[str, ...] = ()
+    #: An application's modules (comma-separated in the environment, `--app` on every
+    #: command): imported first by the worker (its agent types and tools run there), the CLI,
+    #: the client and the gateway (their agent types' limits and typed state).
+    app: tuple[str, ...] = ()
 
-    @field_validator("worker_modules", mode="before")
+    @field_validator("app", mode="before")
     @classmethod
     def _split_modules(cls, value: object) -> object:
         if isinstance(value, str):

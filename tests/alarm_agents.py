@@ -1,7 +1,7 @@
 """Agent types for the alarm tests, registered in the agent registry on import.
 
 Import this module before a worker is built; a worker process gets it through
-`Settings.worker_modules`. The workflow sandbox re-imports it for every run: keep it light
+`Settings.app`. The workflow sandbox re-imports it for every run: keep it light
 (temporalio, pydantic and `workflows` only; no I/O at import time).
 """
 
@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from temporalio import workflow
+
 from perennial.workflows.entity import AgentWorkflow
 from perennial.workflows.messages import AlarmWake, Message
 from perennial.workflows.registry import agent_type
-from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel

@@ -1,14 +1,15 @@
 """An LLM agent type with the alarm tools, for the tests (registered on import; a worker
-subprocess gets it through `Settings.worker_modules`). Its model is the scripted server."""
+subprocess gets it through `Settings.app`). Its model is the scripted server."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
+from temporalio.common import RetryPolicy
+
 from perennial.workflows.alarm_tools import ALARM_TOOLS
 from perennial.workflows.llm import LLMAgent, LLMState
 from perennial.workflows.registry import agent_type
-from temporalio.common import RetryPolicy
 
 MODEL = "scripted-model"
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from perennial.client import Perennial, Settings
-from perennial.client.server import DevServer, free_port
 from temporalio.worker import Worker
 
+from perennial.client import Perennial, Settings
+from perennial.client.server import DevServer, free_port
 from perennial.worker import build_worker
 from tests.scripted_llm import ScriptedLLM
 
@@ -83,12 +83,12 @@ def scripted_llm() -> Iterator[ScriptedLLM]:
 COORDINATION_MODULES = ("tests.llm_agents", "tests.coordination_agents")
 
 
-def with_scripted_llm(settings: Settings, llm: ScriptedLLM, *worker_modules: str) -> Settings:
+def with_scripted_llm(settings: Settings, llm: ScriptedLLM, *app: str) -> Settings:
     """`settings` with the worker's model endpoint at the scripted server, and (if given)
     the modules a worker process imports to register test agent types."""
     update: dict[str, object] = {"openai_base_url": llm.url}
-    if worker_modules:
-        update["worker_modules"] = worker_modules
+    if app:
+        update["app"] = app
     return settings.model_copy(update=update)
 
 
@@ -118,8 +118,8 @@ class WorkerProcess:
             env["OPENAI_BASE_URL"] = s.openai_base_url
         if s.openai_api_key:
             env["OPENAI_API_KEY"] = s.openai_api_key.get_secret_value()
-        if s.worker_modules:
-            env["PERENNIAL_WORKER_MODULES"] = ",".join(s.worker_modules)
+        if s.app:
+            env["PERENNIAL_APP"] = ",".join(s.app)
         self._proc = subprocess.Popen(
             [sys.executable, str(ROOT / "worker.py")], env=env, cwd=ROOT, start_new_session=True
         )

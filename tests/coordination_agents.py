@@ -1,13 +1,15 @@
 """Agent types for the coordination tests (children, messages between agents, approvals).
 
 Registered on import, outside the workflow sandbox (which re-imports this module for every
-run). A worker subprocess imports it through `PERENNIAL_WORKER_MODULES=tests.coordination_agents`.
+run). A worker subprocess imports it through `PERENNIAL_APP=tests.coordination_agents`.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
+
+from temporalio import workflow
 
 from perennial.workflows.coordination_tools import CHILD_TOOLS, MESSAGING_TOOLS
 from perennial.workflows.entity import AgentWorkflow
@@ -21,8 +23,6 @@ from perennial.workflows.messages import (
 from perennial.workflows.notes import NotesState
 from perennial.workflows.registry import agent_type
 from perennial.workflows.router import RouterAgent
-from temporalio import workflow
-
 from tests.llm_agents import _FAST_RETRIES, BaseScriptedAgent, _backend
 
 

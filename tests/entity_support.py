@@ -8,10 +8,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from perennial.client import AgentHandle
 from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
+
+from perennial.client import AgentHandle
 
 SIGNALED = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
 UPDATE_ACCEPTED = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED

@@ -1,7 +1,7 @@
 """LLM agent types and activity tools that exist only for the tests.
 
 Registered on import. A worker subprocess imports this module through
-`PERENNIAL_WORKER_MODULES=tests.llm_agents`. The activity tools are real I/O: they call the
+`PERENNIAL_APP=tests.llm_agents`. The activity tools are real I/O: they call the
 scripted LLM server's tool backend (`POST {root}/tools/{name}`, where root is the worker's
 `OPENAI_BASE_URL` without `/v1`), which counts every execution.
 """
@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Annotated, Any, Literal
+
+from pydantic import Field
+from temporalio.common import RetryPolicy
 
 from perennial.workflows.llm import (
     CONTEXT_TOOLS,
@@ -22,8 +25,6 @@ from perennial.workflows.llm import (
     activity_tool,
 )
 from perennial.workflows.registry import agent_type
-from pydantic import Field
-from temporalio.common import RetryPolicy
 
 MODEL = "scripted-model"
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 
 import pytest
+
+import tests.alarm_llm_agents  # noqa: F401  (registers the test agent type)
 from perennial.client import AgentHandle, Perennial, Settings, TurnFailed
 from perennial.workflows.messages import (
     AlarmEvent,
@@ -14,8 +16,6 @@ from perennial.workflows.messages import (
     ScheduledEvent,
     TurnEvent,
 )
-
-import tests.alarm_llm_agents  # noqa: F401  (registers the test agent type)
 from tests.conftest import eventually, with_scripted_llm
 from tests.entity_support import unique
 from tests.scripted_llm import ScriptedLLM, call, error, text, tool_calls

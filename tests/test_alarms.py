@@ -14,6 +14,14 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import Replayer, Worker
+
+import tests.alarm_agents  # noqa: F401  (registers the test agent types)
 from perennial.client import (
     AgentHandle,
     AgentNotFound,
@@ -32,14 +40,6 @@ from perennial.workflows.messages import (
     TurnFailedEvent,
 )
 from perennial.workflows.registry import agent_types
-from temporalio.api.enums.v1 import EventType
-from temporalio.api.history.v1 import HistoryEvent
-from temporalio.client import WorkflowUpdateFailedError
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.exceptions import ApplicationError
-from temporalio.worker import Replayer, Worker
-
-import tests.alarm_agents  # noqa: F401  (registers the test agent types)
 from tests.alarm_agents import BOOM, SLEEP, RecorderState
 from tests.conftest import ROOT, eventually
 from tests.entity_support import accepted_updates, history, unique

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from perennial.client import AgentHandle, Perennial, Settings
-from perennial.client.server import DevServer, free_port
-from perennial.workflows.messages import AlarmEvent, ContinuedAsNewEvent
 from temporalio.worker import Worker
 
 import tests.alarm_agents  # noqa: F401  (registers the test agent types)
+from perennial.client import AgentHandle, Perennial, Settings
+from perennial.client.server import DevServer, free_port
 from perennial.worker import build_worker
+from perennial.workflows.messages import AlarmEvent, ContinuedAsNewEvent
 from tests.alarm_agents import AlarmRecord, RecorderState
 from tests.conftest import WorkerProcess, eventually
 from tests.entity_support import unique
@@ -31,7 +31,7 @@ def recorder_workers(settings: Settings) -> Iterator[Callable[[], WorkerProcess]
 
     def start() -> WorkerProcess:
         process = WorkerProcess(
-            settings.model_copy(update={"worker_modules": ("tests.alarm_agents",)})
+            settings.model_copy(update={"app": ("tests.alarm_agents",)})
         )
         process.start()
         started.append(process)

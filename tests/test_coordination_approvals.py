@@ -14,12 +14,12 @@ import sys
 from collections.abc import Callable
 
 import pytest
+
+import tests.coordination_agents  # noqa: F401 - registers the test agent types
 from perennial.client import Perennial, Settings, TurnFailed
 from perennial.client.approvals import decide, pending_approvals, waiting_for_approval
 from perennial.workflows.errors import AlreadyDecided, ApprovalNotFound
 from perennial.workflows.visibility import AGENT_STATUS
-
-import tests.coordination_agents  # noqa: F401 - registers the test agent types
 from tests.conftest import (
     COORDINATION_MODULES,
     ROOT,
@@ -216,13 +216,10 @@ async def test_cli_lists_and_decides(
 
 
 async def _cli(settings: Settings, *args: str) -> tuple[int, str, str]:
-    """`perennial ...` in a child process that first registers the test agent types (as an
-    application does before it runs the CLI)."""
-    script = (
-        "import sys, tests.coordination_agents; from client.cli import main; main(sys.argv[1:])"
-    )
+    """`perennial --app tests.coordination_agents ...` in a child process: the CLI loads the
+    application's agent types, as a user's would."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", script,
+        sys.executable, "-m", "perennial.client.cli", "--app", "tests.coordination_agents",
         "--address", settings.address, "--task-queue", settings.task_queue, *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT,
     )  # fmt: skip

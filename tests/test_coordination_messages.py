@@ -8,9 +8,9 @@ Real dev server, in-process worker, scripted Chat Completions server for the LLM
 from __future__ import annotations
 
 import pytest
-from perennial.client import Perennial, Settings, TurnFailed
 
 import tests.coordination_agents  # noqa: F401 - registers the test agent types
+from perennial.client import Perennial, Settings, TurnFailed
 from tests.conftest import COORDINATION_MODULES, dashed_name, eventually, with_scripted_llm
 from tests.scripted_llm import ScriptedLLM, call, text, tool_calls
 

@@ -7,9 +7,9 @@ Real dev server, in-process worker.
 from __future__ import annotations
 
 import pytest
-from perennial.client import Perennial, Settings, TurnFailed
 
 import tests.coordination_agents  # noqa: F401 - registers the test agent types
+from perennial.client import Perennial, Settings, TurnFailed
 from tests.conftest import dashed_name, eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"worker_modules": ("tests.coordination_agents",)})
+    return settings.model_copy(update={"app": ("tests.coordination_agents",)})
 
 
 _name = dashed_name

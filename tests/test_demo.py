@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from temporalio.worker import Worker
+
 from perennial.client import Perennial, Settings
 from perennial.client.demo import run_demo
-from temporalio.worker import Worker
 
 
 async def test_the_demo_talks_to_agents_and_lists_them_caught_up(

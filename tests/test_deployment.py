@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+
 from perennial.client.settings import _ENV
 from perennial.workflows.visibility import ALL_KEYS
 

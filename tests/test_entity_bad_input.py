@@ -8,17 +8,17 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from temporalio.client import WorkflowQueryFailedError, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import Worker
+
+import tests.agents  # noqa: F401  (registers the test agent types before a worker is built)
 from perennial.client import (
     AgentHandle,
     InvalidMessage,
     InvalidRequest,
     Perennial,
 )
-from temporalio.client import WorkflowQueryFailedError, WorkflowUpdateFailedError
-from temporalio.exceptions import ApplicationError
-from temporalio.worker import Worker
-
-import tests.agents  # noqa: F401  (registers the test agent types before a worker is built)
 from tests.entity_support import accepted_updates, history, unique
 
 OVERSIZED = "x" * 40_000  # notes agents accept 32,768 characters

@@ -6,12 +6,12 @@ import asyncio
 import json
 
 import pytest
-from perennial.client import AgentHandle, AgentNotFound, AgentStopped, Perennial
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.worker import Worker
 
 import tests.agents  # noqa: F401  (registers the test agent types before a worker is built)
+from perennial.client import AgentHandle, AgentNotFound, AgentStopped, Perennial
 from tests.conftest import eventually
 from tests.entity_support import history, unique
 

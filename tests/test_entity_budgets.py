@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+
+import tests.budget_agents  # noqa: F401 - registers test_notes_budget
 from perennial.client import Perennial, TurnFailed, VersionNotKept
 from perennial.workflows.dedup import SeenWindow
 from perennial.workflows.messages import Snapshot
 from perennial.workflows.versions import Versions
-
-import tests.budget_agents  # noqa: F401 - registers test_notes_budget
 from tests.conftest import eventually
 
 pytestmark = pytest.mark.usefixtures("worker")

@@ -4,10 +4,10 @@ evicted it replays a short history; and a busy agent pays no timer events per me
 from __future__ import annotations
 
 import pytest
-from perennial.client import Perennial
 from temporalio.api.enums.v1 import EventType
 
 import tests.budget_agents  # noqa: F401 - registers test_notes_compacting
+from perennial.client import Perennial
 from tests.conftest import eventually
 
 pytestmark = pytest.mark.usefixtures("worker")

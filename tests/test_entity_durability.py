@@ -9,15 +9,15 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from perennial.client import AgentHandle, AgentUnreachable, Perennial, Settings, StateView
-from perennial.client.approvals import pending_approvals
-from perennial.client.server import DevServer, free_port
-from perennial.workflows.entity import NEXT_TASK_ACTIVITY
 from temporalio.api.enums.v1 import EventType
 from temporalio.service import RPCError, RPCStatusCode
 
 import tests.agents  # noqa: F401  (registers the test agent types before a worker is built)
+from perennial.client import AgentHandle, AgentUnreachable, Perennial, Settings, StateView
+from perennial.client.approvals import pending_approvals
+from perennial.client.server import DevServer, free_port
 from perennial.worker import build_worker
+from perennial.workflows.entity import NEXT_TASK_ACTIVITY
 from tests.agents import SlowAgent
 from tests.conftest import WorkerProcess, eventually
 from tests.entity_support import (

@@ -6,10 +6,10 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from perennial.client import AgentHandle, Event, EventsMissed, Perennial
 from temporalio.worker import Worker
 
 import tests.agents  # noqa: F401  (registers the test agent types before a worker is built)
+from perennial.client import AgentHandle, Event, EventsMissed, Perennial
 from tests.conftest import eventually
 from tests.entity_support import accepted_updates, history, unique
 

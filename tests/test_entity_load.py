@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import asyncio
 
-from perennial.client import AgentHandle, AskReply, EventsPage, Perennial
 from temporalio.worker import Worker
 
 import tests.agents  # noqa: F401  (registers the test agent types before a worker is built)
+from perennial.client import AgentHandle, AskReply, EventsPage, Perennial
 from tests.conftest import eventually
 from tests.entity_support import (
     history,

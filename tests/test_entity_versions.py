@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from perennial.client import Perennial, TurnFailed, VersionNotKept
 from temporalio.worker import Worker
 
 import tests.agents  # noqa: F401  (registers the test agent types before a worker is built)
+from perennial.client import Perennial, TurnFailed, VersionNotKept
 from tests.agents import BOOM, FLAKY, FlakyAgent
 from tests.entity_support import accepted_updates, history, unique
 

@@ -16,7 +16,6 @@ import json
 from typing import Any
 
 import pytest
-from perennial.client import AgentBusy, AgentHandle, AgentStopped, Perennial
 from temporalio.api.common.v1 import Payload
 from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.common import RawValue, WorkflowIDConflictPolicy
@@ -25,6 +24,7 @@ from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 import tests.agents  # noqa: F401  (registers the test agent types before a worker is built)
+from perennial.client import AgentBusy, AgentHandle, AgentStopped, Perennial
 from tests.conftest import eventually
 from tests.entity_support import history, unique, worker_task_failures
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from perennial.client import Perennial, Settings
 from temporalio.api.enums.v1 import EventType
 
 import tests.coordination_agents  # noqa: F401 - registers the test agent types
+from perennial.client import Perennial, Settings
 from tests.conftest import eventually
 from tests.entity_support import history, unique, worker_task_failures
 
@@ -23,7 +23,7 @@ FORGED_TOKEN = "0" * 32
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"worker_modules": ("tests.coordination_agents",)})
+    return settings.model_copy(update={"app": ("tests.coordination_agents",)})
 
 
 async def _notes(agent) -> list[str]:  # type: ignore[no-untyped-def]

@@ -12,10 +12,10 @@ import json
 import time
 
 import pytest
-from perennial.client import Perennial, Settings, TurnFailed
-from perennial.workflows.llm import LLMState
 from temporalio.client import Client
 
+from perennial.client import Perennial, Settings, TurnFailed
+from perennial.workflows.llm import LLMState
 from tests.conftest import with_scripted_llm
 from tests.llm_agents import MODEL
 from tests.scripted_llm import ScriptedLLM, call, error, text, tool_calls, usage

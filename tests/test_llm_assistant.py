@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
 from perennial.client import Perennial, Settings
 from perennial.client.assistant_demo import run_assistant_demo
 from perennial.workflows.assistant import INSTRUCTIONS
 from perennial.workflows.registry import agent_types
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Replayer
-
 from tests.conftest import with_scripted_llm
 from tests.histories.record_llm import assistant_scenario
 from tests.scripted_llm import ScriptedLLM, call, text, tool_calls, usage

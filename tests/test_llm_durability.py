@@ -11,10 +11,10 @@ import asyncio
 from collections.abc import Callable
 
 import pytest
-from perennial.client import Perennial, Settings
 from temporalio.client import Client
 
 import tests.llm_agents  # noqa: F401  (registers the test agent types for the client)
+from perennial.client import Perennial, Settings
 from tests.conftest import WorkerProcess, with_scripted_llm
 from tests.scripted_llm import ScriptedLLM, call, text, tool_calls
 

@@ -10,6 +10,9 @@ from typing import Annotated, Any
 import httpx2
 import openai
 import pytest
+from pydantic import BaseModel, Field
+from temporalio.contrib.pydantic import pydantic_data_converter
+
 from perennial.activities.llm import MAX_RETRY_AFTER, classify, retry_after
 from perennial.workflows.llm.context import ContextWindow, fit_window, keep_last_exchanges
 from perennial.workflows.llm.tools import (
@@ -30,8 +33,6 @@ from perennial.workflows.llm.wire import (
     ToolItem,
     UserItem,
 )
-from pydantic import BaseModel, Field
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 # --------------------------------------------------------------------------- tool schemas
 

@@ -7,9 +7,9 @@ import json
 import sys
 
 import pytest
+
 from perennial.client import Perennial, Settings
 from perennial.client.server import free_port
-
 from tests.conftest import ROOT, eventually
 
 

@@ -10,12 +10,12 @@ import json
 from pathlib import Path
 
 import pytest
-from perennial.client import Perennial
-from perennial.workflows.registry import agent_types
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from perennial.client import Perennial
+from perennial.workflows.registry import agent_types
 from tests.histories.record import notes_scenario
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))

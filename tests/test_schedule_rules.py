@@ -14,6 +14,10 @@ from importlib import resources
 
 import pytest
 import tzdata
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import Worker
+
 from perennial.client import Perennial
 from perennial.workflows.errors import InvalidSchedule, parse_input
 from perennial.workflows.messages import MAX_SCHEDULE_SECONDS, Schedule, ScheduleRequest
@@ -26,10 +30,6 @@ from perennial.workflows.schedules import (
     first_due,
     zone,
 )
-from temporalio.client import WorkflowUpdateFailedError
-from temporalio.exceptions import ApplicationError
-from temporalio.worker import Worker
-
 from tests.entity_support import unique
 
 NOW = datetime(2026, 5, 1, 12, 0, 0, 250_000, tzinfo=UTC)

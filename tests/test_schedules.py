@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+
 from perennial.workflows.errors import (
     InvalidSchedule,
     ScheduleNotFound,

@@ -16,14 +16,14 @@ import sys
 import httpx2
 import openai
 import pytest
-from perennial.activities.llm import classify
-from perennial.activities.redaction import NO_REDACTION, REDACTED, Redactor
-from perennial.client import Perennial, Settings, TurnFailed
-from perennial.client.logging import log_formatter
 from pydantic import SecretStr
 from temporalio.client import Client
 
 import tests.llm_agents  # noqa: F401  (registers the test agent types)
+from perennial.activities.llm import classify
+from perennial.activities.redaction import NO_REDACTION, REDACTED, Redactor
+from perennial.client import Perennial, Settings, TurnFailed
+from perennial.client.logging import log_formatter
 from perennial.worker import build_worker
 from tests.conftest import with_scripted_llm
 from tests.scripted_llm import ScriptedLLM, call, error, text, tool_calls

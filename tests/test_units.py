@@ -7,6 +7,10 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from pydantic import BaseModel, JsonValue, ValidationError
+from pydantic_core import to_json
+from temporalio.exceptions import ApplicationError
+
 from perennial.workflows.dedup import SeenWindow
 from perennial.workflows.errors import (
     InvalidMessage,
@@ -32,9 +36,6 @@ from perennial.workflows.messages import (
 from perennial.workflows.notes import NotesAgent
 from perennial.workflows.packing import pack_carried, unpack_carried
 from perennial.workflows.versions import Versions, json_size
-from pydantic import BaseModel, JsonValue, ValidationError
-from pydantic_core import to_json
-from temporalio.exceptions import ApplicationError
 
 
 def _text(state: dict[str, JsonValue]) -> str:

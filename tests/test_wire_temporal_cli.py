@@ -7,9 +7,9 @@ import asyncio
 import json
 
 import pytest
+
 from perennial.client import Perennial, Settings
 from perennial.client.server import temporal_binary
-
 from tests.conftest import eventually
 
 pytestmark = pytest.mark.usefixtures("worker")

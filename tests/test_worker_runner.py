@@ -6,7 +6,6 @@ from __future__ import annotations
 import gc
 
 import pytest
-from perennial.client import Perennial
 from temporalio.api.enums.v1 import EventType
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
@@ -14,6 +13,7 @@ from temporalio.worker.workflow_sandbox import _runner as sdk_sandbox
 
 import perennial.worker as worker_module
 import tests.agents  # noqa: F401  (registers the test agent types before a worker is built)
+from perennial.client import Perennial
 from tests.agents import WALL_CLOCK
 from tests.conftest import eventually
 from tests.entity_support import history, unique

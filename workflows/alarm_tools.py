@@ -16,6 +16,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any
 
+from pydantic import Field
+from temporalio import workflow
+
 from perennial.workflows.errors import (
     InvalidSchedule,
     ScheduleNotFound,
@@ -25,8 +28,6 @@ from perennial.workflows.errors import (
 from perennial.workflows.llm.tools import ToolError, workflow_tool
 from perennial.workflows.messages import Schedule, ScheduleRequest
 from perennial.workflows.schedules import describe
-from pydantic import Field
-from temporalio import workflow
 
 if TYPE_CHECKING:
     from perennial.workflows.entity import AgentWorkflow

@@ -28,6 +28,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from temporalio import workflow
+
 from perennial.workflows.inbox import Inbox
 from perennial.workflows.messages import (
     AlarmEvent,
@@ -43,7 +45,6 @@ from perennial.workflows.messages import (
 from perennial.workflows.parts import AgentContext, Part
 from perennial.workflows.schedules import ScheduleBook, describe
 from perennial.workflows.visibility import AgentStatus
-from temporalio import workflow
 
 #: Who created a schedule when the request does not say.
 DEFAULT_CREATOR = "api"

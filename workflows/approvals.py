@@ -25,6 +25,8 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+from temporalio import workflow
+
 from perennial.workflows.clock import seconds_until
 from perennial.workflows.errors import AlreadyDecided, ApprovalNotFound, LimitExceeded
 from perennial.workflows.messages import (
@@ -39,7 +41,6 @@ from perennial.workflows.messages import (
 )
 from perennial.workflows.parts import AgentContext, Part
 from perennial.workflows.visibility import AgentStatus
-from temporalio import workflow
 
 
 class Approvals(Part):

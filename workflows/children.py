@@ -33,6 +33,17 @@ import asyncio
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
+from temporalio import workflow
+from temporalio.common import RawValue
+from temporalio.exceptions import (
+    ApplicationError,
+    CancelledError,
+    ChildWorkflowError,
+    TerminatedError,
+    TimeoutError,
+    WorkflowAlreadyStartedError,
+)
+
 from perennial.workflows.errors import (
     ChildAlreadyRunning,
     ChildNotFound,
@@ -58,16 +69,6 @@ from perennial.workflows.messages import (
 from perennial.workflows.parts import AgentContext, Part, SignalHandler
 from perennial.workflows.payloads import decode
 from perennial.workflows.visibility import agent_id
-from temporalio import workflow
-from temporalio.common import RawValue
-from temporalio.exceptions import (
-    ApplicationError,
-    CancelledError,
-    ChildWorkflowError,
-    TerminatedError,
-    TimeoutError,
-    WorkflowAlreadyStartedError,
-)
 
 #: The signal a child reports its task's end with.
 CHILD_FINISHED_SIGNAL = "child_finished"

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any
 
+from pydantic import Field
+
 from perennial.workflows.errors import (
     AgentNotFound,
     ChildAlreadyRunning,
@@ -31,7 +33,6 @@ from perennial.workflows.errors import (
 )
 from perennial.workflows.llm.tools import ToolError, workflow_tool
 from perennial.workflows.visibility import agent_id
-from pydantic import Field
 
 if TYPE_CHECKING:
     from perennial.workflows.entity import AgentWorkflow

@@ -30,6 +30,10 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any, ClassVar, Generic, Literal, TypeVar, assert_never
 
+from pydantic import ValidationError
+from temporalio import workflow
+from temporalio.common import RawValue, RetryPolicy
+
 from perennial.workflows.alarms import AlarmLimits, Alarms
 from perennial.workflows.approvals import Approvals
 from perennial.workflows.children import Children
@@ -98,9 +102,6 @@ from perennial.workflows.publisher import Publisher, PublishPolicy
 from perennial.workflows.run_budget import NEXT_TASK_ACTIVITY, RunBudget, RunLimits
 from perennial.workflows.versions import Versions
 from perennial.workflows.visibility import AgentStatus, split_agent_id
-from pydantic import ValidationError
-from temporalio import workflow
-from temporalio.common import RawValue, RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel

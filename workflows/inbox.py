@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Literal
 
+from temporalio import workflow
+
 from perennial.workflows.dedup import SeenWindow
 from perennial.workflows.errors import PerennialError, TurnFailed, to_application_error
 from perennial.workflows.eventlog import EventLog
@@ -28,7 +30,6 @@ from perennial.workflows.messages import (
     preview,
 )
 from perennial.workflows.versions import json_size
-from temporalio import workflow
 
 #: What a caller can wait for: the outcome of a message's turn, or of a rollback.
 PendingKind = Literal["message", "rollback"]

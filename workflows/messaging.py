@@ -29,6 +29,10 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any, Literal
 
+from temporalio import workflow
+from temporalio.common import RawValue, RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
 from perennial.workflows.clock import seconds_until
 from perennial.workflows.errors import (
     AskAgentTimedOut,
@@ -56,9 +60,6 @@ from perennial.workflows.messages import (
 from perennial.workflows.parts import AgentContext, Part, SignalHandler
 from perennial.workflows.payloads import decode
 from perennial.workflows.visibility import agent_id
-from temporalio import workflow
-from temporalio.common import RawValue, RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
 
 #: The activity that get-or-creates another agent and queues a message into it.
 DELIVER_ACTIVITY = "deliver_message"

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from temporalio import workflow
+
 from perennial.workflows.entity import AgentWorkflow
 from perennial.workflows.messages import Message
 from perennial.workflows.registry import agent_type
-from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel

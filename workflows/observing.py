@@ -31,6 +31,10 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Literal
 
+from temporalio import workflow
+from temporalio.common import RawValue, RetryPolicy
+from temporalio.exceptions import ApplicationError
+
 from perennial.workflows.errors import (
     AgentNotFound,
     InvalidRequest,
@@ -55,9 +59,6 @@ from perennial.workflows.messages import (
 from perennial.workflows.parts import AgentContext, Part, SignalHandler
 from perennial.workflows.payloads import decode
 from perennial.workflows.visibility import agent_id
-from temporalio import workflow
-from temporalio.common import RawValue, RetryPolicy
-from temporalio.exceptions import ApplicationError
 
 SUBSCRIBE_SIGNAL = "subscribe"
 UNSUBSCRIBE_SIGNAL = "unsubscribe"

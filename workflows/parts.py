@@ -23,9 +23,10 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from perennial.workflows.messages import RejectedEvent
 from temporalio import workflow
 from temporalio.common import RawValue
+
+from perennial.workflows.messages import RejectedEvent
 
 if TYPE_CHECKING:
     from perennial.workflows.eventlog import EventLog

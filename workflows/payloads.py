@@ -16,11 +16,12 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from perennial.workflows.errors import InvalidRequest, UsageError, summarize
 from pydantic import BaseModel, ValidationError
 from pydantic_core import from_json
 from temporalio.api.common.v1 import Payload
 from temporalio.common import RawValue
+
+from perennial.workflows.errors import InvalidRequest, UsageError, summarize
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 

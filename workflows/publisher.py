@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from temporalio import workflow
+
 from perennial.workflows.clock import seconds_until
 from perennial.workflows.visibility import (
     AGENT_LAST_ACTIVE,
@@ -33,7 +35,6 @@ from perennial.workflows.visibility import (
     AGENT_VERSION,
     AgentStatus,
 )
-from temporalio import workflow
 
 _KEYS: dict[str, Any] = {
     key.name: key for key in (AGENT_TYPE, AGENT_NAME, AGENT_STATUS, AGENT_VERSION)

@@ -18,11 +18,12 @@ import typing
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from temporalio import workflow
+from temporalio.common import RawValue
+
 from perennial.workflows.entity import AgentWorkflow
 from perennial.workflows.errors import UnknownAgentType
 from perennial.workflows.payloads import MISSING
-from temporalio import workflow
-from temporalio.common import RawValue
 
 A = TypeVar("A", bound=type[AgentWorkflow[Any]])
 

@@ -23,10 +23,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated, ClassVar
 
+from pydantic import Field
+
 from perennial.workflows.errors import DeliveryFailed, InvalidMessage, UnknownAgentType
 from perennial.workflows.llm import STATE_TOOLS, LLMAgent, LLMState, ToolError, workflow_tool
 from perennial.workflows.registry import agent_type
-from pydantic import Field
 
 if TYPE_CHECKING:
     from perennial.workflows.llm.tools import AnyTool

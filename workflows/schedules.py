@@ -22,9 +22,10 @@ import re
 from datetime import UTC, datetime, timedelta, tzinfo
 from importlib import resources
 
+from temporalio import workflow
+
 from perennial.workflows.errors import InvalidSchedule, ScheduleNotFound, TooManySchedules
 from perennial.workflows.messages import MAX_SCHEDULE_SECONDS, AlarmWake, Schedule, ScheduleRequest
-from temporalio import workflow
 
 # Zone rules come from the `tzdata` package, never the host's tz database, so every worker
 # computes the same due times from the same history. dateutil reads them, not `zoneinfo`: the

@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections import deque
 from typing import NamedTuple
 
+from pydantic_core import to_json
+
 from perennial.workflows.errors import VersionNotKept
 from perennial.workflows.messages import Snapshot
-from pydantic_core import to_json
 
 
 def json_size(value: object) -> int:

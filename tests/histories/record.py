@@ -17,7 +17,6 @@ from typing import Any
 
 from perennial.client import Perennial, Settings
 from perennial.client.server import DevServer, free_port
-
 from perennial.worker import build_worker
 
 HERE = Path(__file__).parent

@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 
 from perennial.client import InvalidSchedule, Perennial
 from perennial.workflows.messages import AlarmEvent
-
 from tests.histories.record import record
 
 

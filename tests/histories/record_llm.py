@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 
 from perennial.client import Perennial, TurnFailed
-
 from tests.histories.record import record
 from tests.scripted_llm import ScriptedLLM, call, error, text, tool_calls, usage
 

@@ -25,6 +25,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, ClassVar, Literal, TypeVar
 
+from temporalio import workflow
+from temporalio.common import RawValue, RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
+
 from perennial.workflows.alarms import alarm_prompt
 from perennial.workflows.approvals import approval_pending_result, approval_prompt
 from perennial.workflows.children import child_prompt
@@ -80,9 +84,6 @@ from perennial.workflows.messages import (
 from perennial.workflows.messaging import reply_prompt
 from perennial.workflows.observing import peer_prompt
 from perennial.workflows.payloads import MISSING
-from temporalio import workflow
-from temporalio.common import RawValue, RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
 
 LLMStateT = TypeVar("LLMStateT", bound=LLMState)
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any
 
-from perennial.workflows.llm.context import keep_last_exchanges
-from perennial.workflows.llm.tools import ToolError, render_result, workflow_tool
 from pydantic import Field, JsonValue
 from pydantic_core import to_json
+
+from perennial.workflows.llm.context import keep_last_exchanges
+from perennial.workflows.llm.tools import ToolError, render_result, workflow_tool
 
 if TYPE_CHECKING:
     from perennial.workflows.llm.agent import LLMAgent

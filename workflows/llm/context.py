@@ -11,9 +11,10 @@ cleared. Exchanges are dropped whole, so a tool result never loses the call it a
 
 from __future__ import annotations
 
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
 from perennial.workflows.llm.wire import ChatItem, UserItem, item_chars
 from perennial.workflows.messages import TokenUsage
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 
 class UsageTotals(TokenUsage):

@@ -43,12 +43,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from perennial.workflows.llm.wire import FunctionSchema, ToolDefinition
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic.fields import FieldInfo
 from pydantic_core import to_json
 from temporalio import activity
 from temporalio.common import RetryPolicy
+
+from perennial.workflows.llm.wire import FunctionSchema, ToolDefinition
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _SECTIONS = ("args", "arguments", "parameters", "params", "returns", "return", "raises",

@@ -21,8 +21,9 @@ import hashlib
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from perennial.workflows.messages import TokenUsage
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+from perennial.workflows.messages import TokenUsage
 
 #: Name of the query the model activity reads its request with.
 LLM_CONTEXT_QUERY = "llm_context"

@@ -1,0 +1,351 @@
+"""The CLI's commands: what `perennial COMMAND` does once its arguments are parsed.
+
+Imported only after parsing (`perennial.client.cli`), so `perennial --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from perennial.client.agents import READ_TIMEOUT, AgentHandle, EventsMissed, Perennial
+from perennial.client.llm_events import format_llm_event
+from perennial.client.server import DevServer
+from perennial.client.settings import Settings
+from perennial.workflows.errors import InvalidSchedule, UsageError
+from perennial.workflows.messages import Event, Schedule
+from perennial.workflows.schedules import describe
+
+T = TypeVar("T")
+
+
+def _parse_agent(ref: str) -> tuple[str, str]:
+    agent_type, sep, name = ref.partition("/")
+    if not sep or not agent_type or not name:
+        raise UsageError(f"agent must be written TYPE/NAME (like notes/alice), not {ref!r}")
+    return agent_type, name
+
+
+def _json_arg(raw: str | None) -> Any:
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise UsageError(f"--data is not valid JSON: {err}") from None
+
+
+def _emit(args: argparse.Namespace, value: Any, human: str) -> None:
+    if args.json:
+        payload = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+        print(json.dumps(payload, default=str))
+    else:
+        print(human)
+
+
+def format_event(event: Event) -> str:
+    """One line per event, for people."""
+    if (line := format_llm_event(event)) is not None:  # runs, steps, texts, tools, errors
+        return line
+    at = f"{event.at:%H:%M:%S}"
+    match event.kind:
+        case "received":
+            who = event.sender or "anonymous"
+            how = "ask" if event.awaited else "message"
+            return f"#{event.offset} {at} {how} {event.message_id} from {who}: {event.text}"
+        case "turn":
+            return f"#{event.offset} {at} turn v{event.version} ({event.message_id}): {event.reply}"
+        case "turn_failed":
+            return (
+                f"#{event.offset} {at} FAILED turn ({event.message_id}) {event.error_type}: "
+                f"{event.error}; state kept at v{event.version}"
+            )
+        case "rolled_back":
+            return f"#{event.offset} {at} rolled back to v{event.to_version} as v{event.version}"
+        case "rejected":
+            return f"#{event.offset} {at} rejected signal: {event.error}"
+        case "continued_as_new":
+            return (
+                f"#{event.offset} {at} continued as new ({event.reason}), "
+                f"{event.carried_wakes} wakes carried"
+            )
+        case "scheduled":
+            how = "replaced" if event.replaced else "scheduled"
+            return (
+                f"#{event.offset} {at} {how} {event.schedule_id} ({event.timing}, next "
+                f"{_when(event.next_due)}) by {event.created_by or '-'}: {event.payload}"
+            )
+        case "schedule_cancelled":
+            return f"#{event.offset} {at} cancelled schedule {event.schedule_id}"
+        case "alarm":
+            late = (event.fired_at - event.due_at).total_seconds()
+            missed = f", {event.missed} earlier missed" if event.missed else ""
+            following = f", next {_when(event.next_due)}" if event.next_due else ", done"
+            return (
+                f"#{event.offset} {at} alarm {event.schedule_id} due {_when(event.due_at)} "
+                f"({late:.2f}s late{missed}{following}): {event.payload}"
+            )
+    return f"#{event.offset} {at} {event.kind}"
+
+
+def _when(moment: datetime) -> str:
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+
+
+def _format_schedule(schedule: Schedule) -> str:
+    return (
+        f"{schedule.id:20} next {_when(schedule.next_due)}  {describe(schedule):28} "
+        f"fired {schedule.fired:<4} by {schedule.created_by or '-'}: {schedule.payload}"
+    )
+
+
+# --------------------------------------------------------------------------- agent commands
+
+
+async def _agent(args: argparse.Namespace, settings: Settings) -> tuple[Perennial, AgentHandle]:
+    agent_type, name = _parse_agent(args.agent)
+    perennial = await Perennial.connect(settings)
+    return perennial, perennial.agent(agent_type, name)
+
+
+async def cmd_send(args: argparse.Namespace, settings: Settings) -> None:
+    _, agent = await _agent(args, settings)
+    message_id = await agent.send(
+        args.text, sender=args.sender, id=args.id, data=_json_arg(args.data)
+    )
+    _emit(args, {"id": message_id}, f"sent {message_id} to {agent.id}")
+
+
+async def cmd_ask(args: argparse.Namespace, settings: Settings) -> None:
+    _, agent = await _agent(args, settings)
+    reply = await agent.ask(
+        args.text,
+        sender=args.sender,
+        id=args.id,
+        data=_json_arg(args.data),
+        timeout=args.timeout,
+    )
+    _emit(args, reply, f"{reply.reply}\n  (v{reply.version}, message {reply.id})")
+
+
+async def _answered(read: Awaitable[T], settings: Settings) -> T:
+    """A read, saying what it waits for when no worker answers at once."""
+    task = asyncio.ensure_future(read)
+    done, _ = await asyncio.wait({task}, timeout=1.0)
+    if not done:
+        print(f"waiting for a worker on task queue {settings.task_queue!r} to answer "
+              f"(up to {READ_TIMEOUT.total_seconds():.0f} s)...", file=sys.stderr)  # fmt: skip
+    return await task
+
+
+async def cmd_state(args: argparse.Namespace, settings: Settings) -> None:
+    _, agent = await _agent(args, settings)
+    view = await _answered(agent.state_view(), settings)
+    human = (
+        f"{agent.id} v{view.version}{' (busy)' if view.busy else ''}, {view.inbox} queued, "
+        f"versions kept {view.versions_kept}\n{json.dumps(view.state, indent=2)}"
+    )
+    _emit(args, view, human)
+
+
+async def cmd_events(args: argparse.Namespace, settings: Settings) -> None:
+    _, agent = await _agent(args, settings)
+    if not args.follow:
+        page = await _answered(agent.events(after=args.after, limit=args.limit), settings)
+        human = "\n".join(format_event(e) for e in page.events) or "(no events)"
+        _emit(args, page, human)
+        return
+    after = args.after
+    while True:
+        try:
+            async for event in agent.watch(after=after):
+                _emit(args, event, format_event(event))
+                sys.stdout.flush()
+        except EventsMissed as err:  # say so, and go on from the oldest event kept
+            print(f"warning: {err}", file=sys.stderr)
+            after = err.resume_after
+
+
+async def cmd_rollback(args: argparse.Namespace, settings: Settings) -> None:
+    _, agent = await _agent(args, settings)
+    result = await agent.rollback(args.version)
+    _emit(args, result, f"restored v{result.restored_version} as v{result.version}")
+
+
+async def cmd_recover(args: argparse.Namespace, settings: Settings) -> None:
+    _, agent = await _agent(args, settings)
+    done = await agent.recover()
+    skipped = f"; {done.skipped_signals} oversized signals left out" if done.skipped_signals else ""
+    _emit(args, {"id": agent.id, **done._asdict()},
+          f"recovered {agent.id}: run {done.run_id} resumes from its last good workflow task; "
+          f"{done.reapplied_signals} later signals applied again{skipped}")  # fmt: skip
+
+
+async def cmd_schedule(args: argparse.Namespace, settings: Settings) -> None:
+    _, agent = await _agent(args, settings)
+    at = None
+    if args.at is not None:
+        try:
+            at = datetime.fromisoformat(args.at)
+        except ValueError:
+            raise InvalidSchedule(f"--at {args.at!r} is not an ISO-8601 time") from None
+    result = await agent.schedule(
+        args.id,
+        args.payload,
+        after_seconds=args.after,
+        at=at,
+        every_seconds=args.every,
+        cron=args.cron,
+        timezone=args.timezone,
+        created_by=args.created_by,
+    )
+    how = "replaced" if result.replaced else "scheduled"
+    _emit(args, result, f"{how} on {agent.id}: {_format_schedule(result.schedule)}")
+
+
+async def cmd_schedules(args: argparse.Namespace, settings: Settings) -> None:
+    _, agent = await _agent(args, settings)
+    schedules = await _answered(agent.schedules(), settings)
+    if args.json:
+        print(json.dumps([s.model_dump(mode="json") for s in schedules]))
+        return
+    print("\n".join(_format_schedule(s) for s in schedules) or "(no schedules)")
+
+
+async def cmd_unschedule(args: argparse.Namespace, settings: Settings) -> None:
+    _, agent = await _agent(args, settings)
+    cancelled = await agent.cancel_schedule(args.id)
+    _emit(args, cancelled, f"cancelled on {agent.id}: {_format_schedule(cancelled)}")
+
+
+async def cmd_list(args: argparse.Namespace, settings: Settings) -> None:
+    perennial = await Perennial.connect(settings)
+    agents = await perennial.list_agents(
+        agent_type=args.type, status=args.status, running_only=not args.all, limit=args.limit
+    )
+    if args.json:
+        print(json.dumps([a.model_dump(mode="json") for a in agents]))
+        return
+    if not agents:
+        print("(no agents)")
+    for a in agents:
+        active = f"{a.last_active:%Y-%m-%d %H:%M:%S}" if a.last_active else "-"
+        print(f"{a.workflow_id:40} {a.status or '-':18} v{a.version or 0:<6} last active {active}")
+
+
+async def cmd_approvals(args: argparse.Namespace, settings: Settings) -> None:
+    from perennial.client.approvals import pending_approvals, waiting_for_approval
+
+    perennial = await Perennial.connect(settings)
+    if args.agent:
+        agent = perennial.agent(*_parse_agent(args.agent))
+        found = [(agent.id, await pending_approvals(agent))]
+    else:
+        listed = await waiting_for_approval(perennial)
+        found = [(s.workflow_id, approvals) for s, approvals, error in listed if error is None]
+        for _, _, error in listed:
+            if error is not None:
+                print(f"warning: {error}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({aid: [a.model_dump(mode="json") for a in pending]
+                          for aid, pending in found}))  # fmt: skip
+        return
+    lines = [
+        f"{aid:32} {a.approval_id:18} {a.tool}({a.arguments}) asked {_when(a.requested_at)}"
+        + (f", deadline {_when(a.deadline)}" if a.deadline else "")
+        for aid, pending in found
+        for a in pending
+    ]
+    print("\n".join(lines) or "(no pending approvals)")
+
+
+async def cmd_decide(args: argparse.Namespace, settings: Settings) -> None:
+    from perennial.client.approvals import decide
+
+    _, agent = await _agent(args, settings)
+    decision = await decide(
+        agent, args.id, approve=args.approve, comment=args.comment, decided_by=args.by
+    )
+    verdict = "approved" if decision.approved else "rejected"
+    _emit(args, decision, f"{verdict} {decision.approval_id} on {agent.id}")
+
+
+# --------------------------------------------------------------------------- runtime commands
+
+
+async def _until_stopped() -> None:
+    from perennial.worker import stop_on_signals
+
+    await stop_on_signals().wait()
+
+
+async def cmd_server(args: argparse.Namespace, settings: Settings) -> None:
+    if not settings.embedded:
+        raise UsageError("TEMPORAL_ADDRESS is set: a server is already configured, none started")
+    async with DevServer(settings, headless=args.headless) as server:
+        print(f"Temporal server: {server.address}  (namespace {settings.namespace})")
+        if not args.headless:
+            print(f"Web UI:          {server.ui_url}")
+        print(f"Database:        {settings.database}\nCtrl-C to stop.", flush=True)
+        await _until_stopped()
+
+
+async def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
+    from perennial.worker import run_worker
+
+    await run_worker(settings)
+
+
+async def _with_runtime(
+    settings: Settings, headless: bool, body: Callable[[Settings], Awaitable[None]]
+) -> None:
+    """Start the embedded server (unless TEMPORAL_ADDRESS is set) and a worker, run `body`."""
+    from perennial.worker import run_worker
+
+    server = DevServer(settings, headless=headless) if settings.embedded else None
+    if server:
+        await server.start()
+        print(f"Temporal server: {server.address}", flush=True)
+        if not headless:
+            print(f"Web UI:          {server.ui_url}", flush=True)
+    stop = asyncio.Event()
+    worker = asyncio.create_task(run_worker(settings, stop=stop))
+    try:
+        await body(settings)
+    finally:
+        stop.set()
+        await worker
+        if server:
+            await server.stop()
+
+
+async def cmd_dev(args: argparse.Namespace, settings: Settings) -> None:
+    async def body(_: Settings) -> None:
+        print("Worker running. Ctrl-C to stop.", flush=True)
+        await _until_stopped()
+
+    await _with_runtime(settings, args.headless, body)
+
+
+async def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
+    from perennial.client.demo import run_demo
+    from perennial.client.local_model import local_model_if_needed
+
+    async def body(s: Settings) -> None:
+        await run_demo(s)
+        if not args.exit:
+            print("\nThe server and worker keep running; try the commands above. Ctrl-C stops.")
+            await _until_stopped()
+
+    # No model endpoint configured: the optional tiny local model, if it is installed.
+    async with local_model_if_needed(settings) as settings:
+        await _with_runtime(settings, args.headless, body)
+
+
