@@ -4,7 +4,7 @@
     .venv/bin/python -m bench.bench_llm --quick    # scaled down (~1 minute)
 
 Starts its own embedded dev server (temp dir, free ports) and a scripted Chat Completions
-server (tests/scripted_llm.py) that answers at once, then measures:
+server (perennial.testing.scripted_llm) that answers at once, then measures:
 
 1. `ask` round-trip of a one-step turn, against a raw Temporal update running one activity
    that makes the same Chat Completions call (and the same with update-with-start);
@@ -42,7 +42,7 @@ from perennial.client.logging import configure_logging
 from perennial.client.process import exit_process
 from perennial.client.server import DevServer, free_port
 from perennial.worker import build_worker
-from tests.scripted_llm import ScriptedLLM, text, usage
+from perennial.testing.scripted_llm import ScriptedLLM, text, usage
 
 ROOT = Path(__file__).resolve().parent.parent
 

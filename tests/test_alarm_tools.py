@@ -10,6 +10,7 @@ import pytest
 
 import tests.alarm_llm_agents  # noqa: F401  (registers the test agent type)
 from perennial.client import AgentHandle, Perennial, Settings, TurnFailed
+from perennial.testing.scripted_llm import ScriptedLLM, call, error, text, tool_calls
 from perennial.workflows.messages import (
     AlarmEvent,
     ScheduleCancelledEvent,
@@ -18,7 +19,6 @@ from perennial.workflows.messages import (
 )
 from tests.conftest import eventually, with_scripted_llm
 from tests.entity_support import unique
-from tests.scripted_llm import ScriptedLLM, call, error, text, tool_calls
 
 pytestmark = pytest.mark.usefixtures("worker")
 

@@ -18,6 +18,7 @@ import pytest
 import tests.coordination_agents  # noqa: F401 - registers the test agent types
 from perennial.client import Perennial, Settings, TurnFailed
 from perennial.client.approvals import decide, pending_approvals, waiting_for_approval
+from perennial.testing.scripted_llm import ScriptedLLM, call, error, text, tool_calls
 from perennial.workflows.errors import AlreadyDecided, ApprovalNotFound
 from perennial.workflows.visibility import AGENT_STATUS
 from tests.conftest import (
@@ -28,7 +29,6 @@ from tests.conftest import (
     eventually,
     with_scripted_llm,
 )
-from tests.scripted_llm import ScriptedLLM, call, error, text, tool_calls
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

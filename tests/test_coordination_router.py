@@ -11,8 +11,8 @@ import pytest
 
 import tests.coordination_agents  # noqa: F401 - registers the test agent types
 from perennial.client import Perennial, Settings
+from perennial.testing.scripted_llm import ScriptedLLM, call, text, tool_calls
 from tests.conftest import COORDINATION_MODULES, dashed_name, with_scripted_llm
-from tests.scripted_llm import ScriptedLLM, call, text, tool_calls
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

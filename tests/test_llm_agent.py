@@ -15,10 +15,10 @@ import pytest
 from temporalio.client import Client
 
 from perennial.client import Perennial, Settings, TurnFailed
+from perennial.testing.scripted_llm import ScriptedLLM, call, error, text, tool_calls, usage
 from perennial.workflows.llm import LLMState
 from tests.conftest import with_scripted_llm
 from tests.llm_agents import MODEL
-from tests.scripted_llm import ScriptedLLM, call, error, text, tool_calls, usage
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

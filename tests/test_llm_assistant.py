@@ -8,11 +8,11 @@ from temporalio.worker import Replayer
 
 from perennial.client import Perennial, Settings
 from perennial.client.assistant_demo import run_assistant_demo
+from perennial.testing.scripted_llm import ScriptedLLM, call, text, tool_calls, usage
 from perennial.workflows.assistant import INSTRUCTIONS
 from perennial.workflows.registry import agent_types
 from tests.conftest import with_scripted_llm
 from tests.histories.record_llm import assistant_scenario
-from tests.scripted_llm import ScriptedLLM, call, text, tool_calls, usage
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

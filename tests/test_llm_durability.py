@@ -15,8 +15,8 @@ from temporalio.client import Client
 
 import tests.llm_agents  # noqa: F401  (registers the test agent types for the client)
 from perennial.client import Perennial, Settings
+from perennial.testing.scripted_llm import ScriptedLLM, call, text, tool_calls
 from tests.conftest import WorkerProcess, with_scripted_llm
-from tests.scripted_llm import ScriptedLLM, call, text, tool_calls
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -24,9 +24,9 @@ from perennial.activities.llm import classify
 from perennial.activities.redaction import NO_REDACTION, REDACTED, Redactor
 from perennial.client import Perennial, Settings, TurnFailed
 from perennial.client.logging import log_formatter
+from perennial.testing.scripted_llm import ScriptedLLM, call, error, text, tool_calls
 from perennial.worker import build_worker
 from tests.conftest import with_scripted_llm
-from tests.scripted_llm import ScriptedLLM, call, error, text, tool_calls
 
 _ALPHABET = string.ascii_letters + string.digits
 

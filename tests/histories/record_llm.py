@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 
 from perennial.client import Perennial, TurnFailed
+from perennial.testing.scripted_llm import ScriptedLLM, call, error, text, tool_calls, usage
 from tests.histories.record import record
-from tests.scripted_llm import ScriptedLLM, call, error, text, tool_calls, usage
 
 
 async def assistant_scenario(perennial: Perennial, llm: ScriptedLLM, name: str) -> str:
