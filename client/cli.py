@@ -1,5 +1,6 @@
 """`perennial`: run the server and worker, and talk to agents from a shell.
 
+    perennial init my-app                 a new application: an agent type, its tests, a README
     perennial dev                         embedded Temporal server + worker (Ctrl-C stops both)
     perennial server | worker             each on its own
     perennial demo [--exit]               dev, plus agents talking
@@ -130,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--comment")
     p.add_argument("--by", default="cli", help="who decides (recorded; cli)")
     p.set_defaults(command_fn="cmd_decide")
+
+    p = sub.add_parser("init", help="start a new application: an agent type, its tests, README")
+    p.add_argument("directory", type=Path)
+    p.set_defaults(command_fn="cmd_init")
 
     p = sub.add_parser("list", help="list agents (visibility API)")
     p.add_argument("--type")

@@ -225,6 +225,20 @@ async def cmd_unschedule(args: argparse.Namespace, settings: Settings) -> None:
     _emit(args, cancelled, f"cancelled on {agent.id}: {_format_schedule(cancelled)}")
 
 
+async def cmd_init(args: argparse.Namespace, settings: Settings) -> None:
+    from perennial.client.scaffold import scaffold
+
+    written = scaffold(args.directory)
+    package = next(p.parent.name for p in written if p.name == "agents.py")
+    human = "\n".join(
+        [f"created {args.directory}/ with an agent type in {package}/agents.py. Next:",
+         f"  cd {args.directory}",
+         f"  perennial dev --app {package}.agents      # run it (server, worker, Web UI)",
+         "  python -m pytest                          # test it"]
+    )  # fmt: skip
+    _emit(args, {"files": [str(p) for p in written], "package": package}, human)
+
+
 async def cmd_list(args: argparse.Namespace, settings: Settings) -> None:
     perennial = await Perennial.connect(settings)
     agents = await perennial.list_agents(
