@@ -9,22 +9,18 @@ from __future__ import annotations
 import asyncio
 import compileall
 import contextlib
-import functools
 import gc
 import signal
 import sys
 from pathlib import Path
-from types import CodeType
-from typing import Any
 
 import structlog
 from temporalio.client import Client
-from temporalio.converter import SerializationContext
-from temporalio.worker import Worker, WorkflowInstance, WorkflowInstanceDetails
+from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
-from temporalio.worker.workflow_sandbox import _runner as sdk_sandbox
 
 import perennial.workflows
+from perennial import sdk_internals
 from perennial.activities import build_activities
 from perennial.client.app import load_app
 from perennial.client.connection import connect, ensure_search_attributes
@@ -46,62 +42,11 @@ log = structlog.get_logger("perennial.worker")
 _PASSTHROUGH = ("pydantic", "pydantic_core", "annotated_types", "structlog", "perennial")
 
 
-class _LeanSandboxInstance(sdk_sandbox._Instance):
-    """The SDK's sandboxed workflow instance (temporalio 1.35), without two costs it pays for
-    every payload of every activation, which were half of the worker's CPU under a flood of
-    signals into one agent (py-spy; ~0.95 ms of worker CPU per message before, ~0.5 after):
-
-    - it `exec`s a code string to enter the sandbox, compiling it on every call (~40% of
-      that cost): here each string is compiled once;
-    - it enters the sandbox (import and builtins restrictions, ~55%) three times per payload
-      only to ask the instance for the payload's serialization context, pure bookkeeping over
-      the instance's pending commands that runs no workflow code: here that is read from the
-      sandboxed instance directly.
-
-    Workflow code (every activation) still runs inside the sandbox, restrictions and all.
-    This leans on the SDK's private `_Instance` (`_run_code`, `globals_and_locals`):
-    `workflow_runner()` checks they are there and falls back to the SDK's own runner."""
-
-    def _run_code(self, code: str | CodeType, **extra_globals: Any) -> None:
-        super()._run_code(_compiled(code) if isinstance(code, str) else code, **extra_globals)  # type: ignore[arg-type]
-
-    def get_serialization_context(self, command_info: Any) -> SerializationContext | None:
-        return self.globals_and_locals[_IN_SANDBOX].get_serialization_context(command_info)
-
-    def get_external_store_context(self, command_info: Any) -> Any:
-        return self.globals_and_locals[_IN_SANDBOX].get_external_store_context(command_info)
-
-
-#: Where the SDK's sandboxed instance keeps the object it runs inside the sandbox.
-_IN_SANDBOX = "__temporal_in_sandbox"
-
-
-@functools.lru_cache(maxsize=64)
-def _compiled(code: str) -> CodeType:
-    return compile(code, "<string>", "exec")
-
-
-class _LeanSandboxedWorkflowRunner(SandboxedWorkflowRunner):
-    def create_instance(self, det: WorkflowInstanceDetails) -> WorkflowInstance:
-        instance = _LeanSandboxInstance(det, self.runner_class, self.restrictions)
-        if _IN_SANDBOX not in instance.globals_and_locals:  # the SDK changed: be the SDK's
-            return super().create_instance(det)
-        return instance
-
-
-def workflow_runner() -> SandboxedWorkflowRunner:
+def workflow_runner(settings: Settings | None = None) -> SandboxedWorkflowRunner:
     """The sandboxed runner every agent type runs in: Perennial's framework modules passed
-    through, and the SDK's per-payload sandbox entries avoided where the SDK's private
-    structure is the one `_LeanSandboxInstance` knows."""
+    through, and (setting `lean_runner`) the lean runner of `perennial.sdk_internals`."""
     restrictions = SandboxRestrictions.default.with_passthrough_modules(*_PASSTHROUGH)
-    known = all(
-        name in vars(sdk_sandbox._Instance)
-        for name in ("_run_code", "get_serialization_context", "get_external_store_context")
-    )
-    if not known:
-        log.warning("unknown temporalio sandbox internals; using the SDK's own runner")
-        return SandboxedWorkflowRunner(restrictions=restrictions)
-    return _LeanSandboxedWorkflowRunner(restrictions=restrictions)
+    return sdk_internals.runner(restrictions, lean=settings.lean_runner if settings else True)
 
 
 def settle_heap() -> None:
@@ -139,7 +84,7 @@ def build_worker(client: Client, settings: Settings) -> Worker:
         task_queue=settings.task_queue,
         workflows=list(agent_types().values()),
         activities=build_activities(settings),
-        workflow_runner=workflow_runner(),
+        workflow_runner=workflow_runner(settings),
         max_cached_workflows=settings.max_cached_workflows,
         sticky_queue_schedule_to_start_timeout=settings.sticky_timeout,
         # An update over the server's payload limit cannot be refused without echoing it

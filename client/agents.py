@@ -38,6 +38,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from perennial.client.connection import connect
 from perennial.client.lifecycle import Recovery, get_or_create, recover
 from perennial.client.settings import Settings
+from perennial.sdk_internals import collect_start_outcome
 from perennial.workflows.entity import AgentWorkflow
 from perennial.workflows.errors import (
     AgentBusy,
@@ -302,7 +303,7 @@ class AgentHandle:
                     update, arg, start_workflow_operation=start, result_type=result_type
                 )
             except BaseException:
-                _collect_start_outcome(start)
+                collect_start_outcome(start)
                 raise
 
         return await get_or_create(self._client, self.id, call)
@@ -672,15 +673,6 @@ class _Backoff:
     async def wait(self) -> None:
         await asyncio.sleep(self._delay)
         self._delay = min(self._delay * 2, 2.0)
-
-
-def _collect_start_outcome(start: WithStartWorkflowOperation[Any, Any]) -> None:
-    """When an update-with-start fails, the SDK also fails the start operation's own future,
-    which nobody awaits: asyncio then logs "Future exception was never retrieved" for every
-    retried call. Collect it (the SDK has no public way to look without waiting)."""
-    outcome = getattr(start, "_workflow_handle", None)
-    if isinstance(outcome, asyncio.Future) and outcome.done() and not outcome.cancelled():
-        outcome.exception()
 
 
 def _summary(execution: Any) -> AgentSummary:

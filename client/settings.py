@@ -28,6 +28,7 @@ _ENV = {
     "ui_port": "PERENNIAL_UI_PORT",
     "max_cached_workflows": "PERENNIAL_MAX_CACHED_WORKFLOWS",
     "sticky_timeout_seconds": "PERENNIAL_STICKY_TIMEOUT_SECONDS",
+    "lean_runner": "PERENNIAL_LEAN_RUNNER",
     "log_format": "PERENNIAL_LOG_FORMAT",
     "log_level": "PERENNIAL_LOG_LEVEL",
     "openai_api_key": "OPENAI_API_KEY",
@@ -64,6 +65,8 @@ class Settings(BaseModel):
     #: their next wake) and how long a task waits for the worker that has the agent cached.
     max_cached_workflows: int = Field(default=1000, ge=0)
     sticky_timeout_seconds: float = Field(default=10.0, gt=0)
+    #: The worker's lean sandboxed runner (see perennial.sdk_internals); off: the SDK's own.
+    lean_runner: bool = True
 
     log_format: str = Field(default="auto", pattern="^(auto|console|json)$")
     log_level: str = "INFO"

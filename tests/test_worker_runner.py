@@ -13,7 +13,8 @@ from temporalio.worker.workflow_sandbox import _runner as sdk_sandbox
 
 import perennial.worker as worker_module
 import tests.agents  # noqa: F401  (registers the test agent types before a worker is built)
-from perennial.client import Perennial
+from perennial import sdk_internals
+from perennial.client import Perennial, Settings
 from tests.agents import WALL_CLOCK
 from tests.conftest import eventually
 from tests.entity_support import history, unique
@@ -45,13 +46,27 @@ async def test_agent_code_still_runs_inside_the_sandbox(
 
 def test_the_lean_runner_is_used_when_the_sdk_is_the_known_one() -> None:
     runner = worker_module.workflow_runner()
-    assert isinstance(runner, worker_module._LeanSandboxedWorkflowRunner)
+    assert isinstance(runner, sdk_internals._LeanSandboxedWorkflowRunner)
 
 
 def test_an_unknown_sdk_gets_the_sdks_own_runner(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delattr(sdk_sandbox._Instance, "get_serialization_context")
     runner = worker_module.workflow_runner()
     assert type(runner) is SandboxedWorkflowRunner
+
+
+def test_an_untested_sdk_release_gets_the_sdks_own_runner(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sdk_internals.temporalio, "__version__", "1.40.0")
+    assert not sdk_internals.sdk_is_tested()
+    assert type(worker_module.workflow_runner()) is SandboxedWorkflowRunner
+
+
+def test_the_lean_runner_can_be_turned_off(settings: Settings) -> None:
+    off = settings.model_copy(update={"lean_runner": False})
+    assert type(worker_module.workflow_runner(off)) is SandboxedWorkflowRunner
+    assert Settings.from_env({"PERENNIAL_LEAN_RUNNER": "false"}).lean_runner is False
 
 
 def test_settle_heap_freezes_what_survives_start_up() -> None:

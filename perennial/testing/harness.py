@@ -38,6 +38,7 @@ def server_settings(state_dir: Path) -> Settings:
         server_port=free_port(),
         ui_port=free_port(),
         sticky_timeout_seconds=1.0,
+        lean_runner=Settings.from_env().lean_runner,  # PERENNIAL_LEAN_RUNNER=false: SDK's own
     )
 
 
