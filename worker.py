@@ -32,13 +32,11 @@ from perennial.workflows.registry import agent_types
 log = structlog.get_logger("perennial.worker")
 
 #: Modules the workflow sandbox imports once and shares, instead of re-importing them for
-#: every new or evicted agent. Re-importing Perennial's framework per agent cost ~25 ms of
-#: worker CPU and ~320 KB of memory per agent (raw Temporal: ~7 ms, ~85 KB); passing the
-#: `workflows` package through brings both to the raw figures (bench/bench_entity.py). The
-#: price: the sandbox's runtime checks do not run inside passed-through code, so the
-#: framework's determinism is guarded by the ruff ban list (TID251 in pyproject.toml) and the
-#: replay tests instead. The module that defines each agent type's workflow class is still
-#: reloaded per run by the SDK, and an application's own agent modules stay sandboxed.
+#: every new or evicted agent (that cost several times raw Temporal's CPU and memory per
+#: agent: docs/decisions.md). The price: the sandbox's runtime checks do not run inside
+#: passed-through code, so Perennial's own determinism is guarded by the ruff ban list
+#: (workflows/.ruff.toml) and the replay tests instead; an application's agent modules stay
+#: sandboxed.
 _PASSTHROUGH = ("pydantic", "pydantic_core", "annotated_types", "structlog", "perennial")
 
 
@@ -51,11 +49,10 @@ def workflow_runner(settings: Settings | None = None) -> SandboxedWorkflowRunner
 
 def settle_heap() -> None:
     """Collect, then freeze what survives start-up (imports, the sandbox's validation of
-    every agent type: ~115k objects), so that the cyclic garbage collector never scans it
-    again. Measured under a flood into one agent: full collections, every few seconds, took
-    100-170 ms, long enough for the server to force-close the agent's workflow task (it
-    does once 100 signals wait behind one), which starts a replay that falls further behind;
-    with start-up frozen they took ~35 ms. Call once per process, after building workers."""
+    every agent type), so that the cyclic garbage collector never scans it again: a full
+    collection under a flood otherwise pauses the worker long enough for the server to
+    force-close the flooded agent's workflow task (docs/decisions.md). Call once per process,
+    after building workers."""
     gc.collect()
     gc.freeze()
 
@@ -65,7 +62,7 @@ def _precompile_workflow_modules() -> None:
 
     The sandbox re-imports workflow modules for every new workflow run; without .pyc files
     (PYTHONDONTWRITEBYTECODE is set, or the tree was never imported) each of those imports
-    compiles from source: ~100 ms per new agent. Best effort: a read-only install that pip
+    compiles from source, for every new agent. Best effort: a read-only install that pip
     already compiled needs nothing.
     """
     files = {Path(sys.modules[cls.__module__].__file__ or "") for cls in agent_types().values()}

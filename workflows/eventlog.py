@@ -5,8 +5,8 @@ saw can resume from any run of the agent. Only the newest `capacity` events are 
 that falls further behind is told how many it missed.
 
 The agent records events as their fields and each is built (validated into its model) when it
-is first read: under a flood two events a message scroll out of a 500-event log unread, and
-building them was ~4% of the worker's instructions per message.
+is first read: under a flood most events scroll out of the log unread (figures in
+bench/README.md).
 """
 
 from __future__ import annotations

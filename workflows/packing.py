@@ -1,17 +1,15 @@
 """Packing what continue-as-new carries.
 
-The server reads a run's whole input back every time an evicted agent wakes up: on the dev
-server the first workflow task of a woken agent took ~60 ms longer per MB of input (measured
-in bench/bench_entity.py). Most of that input is bulk that compresses very well: the kept
+The server reads a run's whole input back every time an evicted agent wakes up, so a smaller
+input wakes a hibernated agent faster. Most of it is bulk that compresses very well: the kept
 state versions (successive versions are mostly alike), the dedup window and the event-log tail.
 So the switch packs them (JSON, LZMA, base64) into `AgentStart.packed`, and the next run
-unpacks them before anything else: ~15 ms to pack a megabyte at the switch, a few ms to unpack.
+unpacks them before anything else.
 
 LZMA rather than zlib: what successive versions share lies a whole state apart, which LZMA's
-dictionary covers and zlib's 32 KB window does not (600 KB of versions of a 120 KB state pack
-into a few KB with LZMA, ~120 KB with zlib). Smaller fields (inbox, schedules, children, ...)
-stay readable in the run's input in the Web UI; the state itself is readable through query
-`state`.
+dictionary covers and zlib's 32 KB window does not (figures in docs/decisions.md). Smaller
+fields (inbox, schedules, children, ...) stay readable in the run's input in the Web UI; the
+state itself is readable through query `state`.
 """
 
 from __future__ import annotations
