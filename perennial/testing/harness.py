@@ -50,7 +50,8 @@ def with_task_queue(settings: Settings, address: str) -> Settings:
 
 
 class AgentTestEnv:
-    """A dev server (or `address` of one), and a worker for the application's agent types."""
+    """A dev server (or `address` of one), and a worker for the application's agent types on
+    a task queue of its own (or `task_queue`)."""
 
     def __init__(
         self,
@@ -59,8 +60,10 @@ class AgentTestEnv:
         address: str | None = None,
         llm: bool = False,
         settings: Settings | None = None,
+        task_queue: str | None = None,
     ) -> None:
         self._app = tuple(app)
+        self._task_queue = task_queue
         self._address = address
         self._want_llm = llm
         self._base = settings
@@ -82,6 +85,8 @@ class AgentTestEnv:
             await self._server.start()
             address = self._server.address
         settings = with_task_queue(base, address).model_copy(update={"app": self._app})
+        if self._task_queue is not None:
+            settings = settings.model_copy(update={"task_queue": self._task_queue})
         if self._want_llm:
             self.llm = ScriptedLLM().start()
             settings = settings.model_copy(update={"openai_base_url": self.llm.url})

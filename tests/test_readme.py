@@ -1,0 +1,123 @@
+"""The README is code: every Python block in it runs as written, and so do its commands.
+
+Blocks are marked with an HTML comment just above them:
+
+    <!-- readme-test: file PATH -->     the block is a file of the reader's project
+    <!-- readme-test: run -->           a Python script, or shell commands, run as printed
+    <!-- readme-test: pytest PATH -->   a test file, run with pytest in the reader's project
+
+The reader's project is a temporary directory holding the `file` blocks; a worker runs its
+agent types on the task queue the README's commands use (`perennial`), on the session's dev
+server, which the commands reach through TEMPORAL_ADDRESS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from perennial.client import Settings
+from perennial.testing import AgentTestEnv
+from tests.conftest import ROOT
+
+_BLOCK = re.compile(
+    r"(?:<!-- readme-test: (?P<marker>[^>]*?) -->\n)?```(?P<lang>\w*)[^\n]*\n(?P<body>.*?)```",
+    re.S,
+)
+
+
+def _blocks() -> list[tuple[str, str, str]]:
+    """(marker, language, body) of every fenced block in the README."""
+    text = (ROOT / "README.md").read_text()
+    return [(m["marker"] or "", m["lang"], m["body"]) for m in _BLOCK.finditer(text)]
+
+
+def test_every_python_block_is_run_by_this_test() -> None:
+    python = [(marker, body) for marker, lang, body in _blocks() if lang == "python"]
+    assert python, "the README has Python blocks"
+    unmarked = [body[:60] for marker, body in python if not marker]
+    assert unmarked == []
+
+
+def _commands(body: str) -> list[str]:
+    """Shell commands of a block: comments dropped, continued lines joined."""
+    joined = re.sub(r"\\\n\s*", " ", body)
+    return [line for line in joined.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def _write_project(root: Path) -> list[str]:
+    modules = []
+    for marker, _, body in _blocks():
+        if marker.startswith("file "):
+            path = root / marker.removeprefix("file ").strip()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            (path.parent / "__init__.py").touch()
+            path.write_text(body)
+            modules.append(".".join(path.relative_to(root).with_suffix("").parts))
+    return modules
+
+
+async def test_the_readme_runs_as_written(perennial_server: Settings, tmp_path: Path) -> None:
+    modules = _write_project(tmp_path)
+    assert "myapp.agents" in modules
+    sys.path.insert(0, str(tmp_path))
+    env = {**os.environ, "TEMPORAL_ADDRESS": perennial_server.address,
+           "PYTHONPATH": str(tmp_path), "PERENNIAL_LOG_LEVEL": "WARNING"}  # fmt: skip
+    env.pop("PERENNIAL_TASK_QUEUE", None)
+    try:
+        async with AgentTestEnv(app=modules, settings=perennial_server, task_queue="perennial"):
+            for marker, lang, body in _blocks():
+                if marker != "run":
+                    continue
+                if lang == "python":
+                    await _run([sys.executable, "-c", body], env)
+                else:
+                    for command in _commands(body):
+                        await _run(["bash", "-c", command], env)
+    finally:
+        sys.path.remove(str(tmp_path))
+
+
+async def _run(command: list[str], env: dict[str, str]) -> None:
+    """Run a command while this process's worker keeps serving (no blocking wait)."""
+    process = await asyncio.create_subprocess_exec(
+        *command, cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 0, f"{command[-1][:200]}\n{out.decode()}\n{err.decode()}"
+
+
+def test_the_readme_test_passes_in_a_project_of_its_own(tmp_path: Path) -> None:
+    """The testing kit as the README sets it up: its pyproject settings, its conftest line,
+    its test file; pytest starts a dev server of its own."""
+    _write_project(tmp_path)
+    blocks = _blocks()
+    [toml] = [body for _, lang, body in blocks if lang == "toml"]
+    (tmp_path / "pyproject.toml").write_text(toml)
+    (tmp_path / "tests").mkdir(exist_ok=True)
+    (tmp_path / "tests" / "conftest.py").write_text(
+        'pytest_plugins = ["perennial.testing.pytest_plugin"]\n'
+    )
+    for marker, _, body in blocks:
+        if marker.startswith("pytest "):
+            (tmp_path / marker.removeprefix("pytest ").strip()).write_text(body)
+    env = {k: v for k, v in os.environ.items() if k not in ("TEMPORAL_ADDRESS", "PERENNIAL_APP")}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout
+
+
+@pytest.mark.parametrize("command", ["make demo", "make test"])
+def test_the_quick_start_commands_exist(command: str) -> None:
+    target = command.split()[1]
+    done = subprocess.run(["make", "-n", target], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
