@@ -41,7 +41,7 @@ async def deliver_message(delivery: AgentDelivery) -> None:
         raise to_application_error(err) from None
     client: Client = activity.client()
     target_id = agent_id(delivery.agent_type, delivery.name)
-    by_signal = len(message.model_dump_json()) <= target.max_signal_message_bytes
+    by_signal = target.fits_in_signal(message)
 
     async def start(reuse: WorkflowIDReusePolicy) -> None:
         options = {

@@ -355,7 +355,7 @@ class AgentHandle:
         too full to take it."""
         message = self._message(text, sender, id, data)
         assert message.id is not None
-        if len(message.model_dump_json()) <= self._agent.max_signal_message_bytes:
+        if self._agent.fits_in_signal(message):
             try:
                 await self._get_or_create(
                     lambda: self._client.get_workflow_handle(self.id).signal("message", message),

@@ -777,6 +777,16 @@ class AgentWorkflow(Generic[StateT]):
             )
         return message
 
+    @classmethod
+    def fits_in_signal(cls, message: Message) -> bool:
+        """Whether `message` may go by signal (`max_signal_message_bytes` of JSON); larger
+        ones go by update `send`. Serialises only when the string lengths cannot tell."""
+        if message.data is None and message.reply_to is None:
+            strings = len(message.text) + len(message.sender or "") + len(message.id or "")
+            if 6 * strings + _MESSAGE_KEYS_CHARS <= cls.max_signal_message_bytes:
+                return True
+        return len(message.model_dump_json()) <= cls.max_signal_message_bytes
+
     # ------------------------------------------------------------------ the loop
 
     async def serve(self) -> None:
