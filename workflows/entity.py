@@ -763,12 +763,9 @@ class AgentWorkflow(Generic[StateT]):
                 f"text has {len(message.text)} characters; {agent_type} agents accept at "
                 f"most {cls.max_text_chars}"
             )
-        # A message without `data` or `reply_to` is at most 6 characters of JSON per
-        # character of its strings (a \\u00XX escape) plus its keys: measured only if needed.
-        if message.data is None and message.reply_to is None:
-            strings = len(message.text) + len(message.sender or "") + len(message.id or "")
-            if 6 * strings + _MESSAGE_KEYS_CHARS <= cls.max_message_bytes:
-                return message
+        bound = _json_bound(message)
+        if bound is not None and bound <= cls.max_message_bytes:
+            return message
         size = len(message.model_dump_json())
         if size > cls.max_message_bytes:
             raise InvalidMessage(
@@ -781,10 +778,9 @@ class AgentWorkflow(Generic[StateT]):
     def fits_in_signal(cls, message: Message) -> bool:
         """Whether `message` may go by signal (`max_signal_message_bytes` of JSON); larger
         ones go by update `send`. Serialises only when the string lengths cannot tell."""
-        if message.data is None and message.reply_to is None:
-            strings = len(message.text) + len(message.sender or "") + len(message.id or "")
-            if 6 * strings + _MESSAGE_KEYS_CHARS <= cls.max_signal_message_bytes:
-                return True
+        bound = _json_bound(message)
+        if bound is not None and bound <= cls.max_signal_message_bytes:
+            return True
         return len(message.model_dump_json()) <= cls.max_signal_message_bytes
 
     # ------------------------------------------------------------------ the loop
@@ -1054,6 +1050,16 @@ class AgentWorkflow(Generic[StateT]):
             total -= sizes.popleft()
             await self._end_long_task()
             await self._apply(self._inbox.take())
+
+
+def _json_bound(message: Message) -> int | None:
+    """An upper bound of a message's JSON length without serialising it, when it has no
+    `data` or `reply_to`: at most 6 characters per character of its strings (a \\u00XX
+    escape) plus its keys. None when only serialising can tell."""
+    if message.data is not None or message.reply_to is not None:
+        return None
+    strings = len(message.text) + len(message.sender or "") + len(message.id or "")
+    return 6 * strings + _MESSAGE_KEYS_CHARS
 
 
 @contextmanager
