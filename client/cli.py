@@ -3,12 +3,13 @@
     perennial init my-app                 a new application: an agent type, its tests, a README
     perennial dev                         embedded Temporal server + worker (Ctrl-C stops both)
     perennial server | worker             each on its own
-    perennial demo [--exit]               dev, plus agents talking
+    perennial demo [--exit] [--fresh]     dev, plus agents talking (--fresh: start over)
     perennial send notes/alice "buy milk"
     perennial ask notes/alice "what now?"
     perennial state notes/alice
     perennial events notes/alice --follow
     perennial list --type notes
+    perennial replay FILE... | --query    before a deploy: do the histories replay?
     perennial rollback notes/alice 3
     perennial recover notes/alice        bring back an agent whose run was terminated or failed
     perennial schedule notes/alice --id standup --payload "stand up" --every 3600
@@ -62,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--headless", action="store_true", help="no Web UI")
         if name == "demo":
             p.add_argument("--exit", action="store_true", help="stop after the demo")
+            p.add_argument(
+                "--fresh",
+                action="store_true",
+                help="delete the embedded server's database first (start over)",
+            )
         p.set_defaults(command_fn=fn)
     sub.add_parser("worker", help="run a worker").set_defaults(command_fn="cmd_worker")
 
@@ -135,6 +141,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("init", help="start a new application: an agent type, its tests, README")
     p.add_argument("directory", type=Path)
     p.set_defaults(command_fn="cmd_init")
+
+    p = sub.add_parser(
+        "replay",
+        help="replay histories on this code before a deploy (finds non-determinism)",
+        description="Replay exported histories (FILE: `temporal workflow show --output json` "
+        "or a saved {workflow_id, history}) or, with --query, the agents on the server: the "
+        "latest run of each (runs that continued as new are left out), as a worker replays "
+        "them after a deploy. Exit 1 if any history does not replay.",
+    )
+    p.add_argument("files", nargs="*", type=Path, metavar="FILE", help="exported histories")
+    p.add_argument(
+        "--query",
+        nargs="?",
+        const="",
+        help="visibility query, running and closed agents (alone: AgentType IS NOT NULL)",
+    )
+    p.add_argument("--limit", type=int, default=100, help="at most this many agents (100)")
+    p.set_defaults(command_fn="cmd_replay")
 
     p = sub.add_parser("list", help="list agents (visibility API)")
     p.add_argument("--type")

@@ -8,9 +8,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -19,7 +21,7 @@ from perennial.client.agents import READ_TIMEOUT, AgentHandle, EventsMissed, Per
 from perennial.client.llm_events import format_llm_event
 from perennial.client.server import DevServer
 from perennial.client.settings import Settings
-from perennial.workflows.errors import InvalidSchedule, UsageError
+from perennial.workflows.errors import InvalidSchedule, RunError, UsageError
 from perennial.workflows.messages import Event, Schedule
 from perennial.workflows.schedules import describe
 
@@ -48,6 +50,20 @@ def _emit(args: argparse.Namespace, value: Any, human: str) -> None:
         print(json.dumps(payload, default=str))
     else:
         print(human)
+
+
+def venv_command(program: str) -> str:
+    """How to run this environment's `program` (perennial, pip, temporal) from the current
+    directory, for hints that work as printed: `.venv/bin/perennial` from a checkout's root
+    (its virtualenv is not on PATH), the bare name when PATH finds that same file."""
+    path = Path(sys.executable).parent / program
+    if not path.exists():
+        return program
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        found = shutil.which(program)
+        return program if found and Path(found) == path else str(path)
 
 
 def format_event(event: Event) -> str:
@@ -254,6 +270,39 @@ async def cmd_list(args: argparse.Namespace, settings: Settings) -> None:
         print(f"{a.workflow_id:40} {a.status or '-':18} v{a.version or 0:<6} last active {active}")
 
 
+async def cmd_replay(args: argparse.Namespace, settings: Settings) -> None:
+    from perennial.client.replay import (
+        DEFAULT_QUERY,
+        ReplayReport,
+        replay_files,
+        replay_from_server,
+    )
+
+    if not args.files and args.query is None:
+        raise UsageError("nothing to replay: name history FILEs, or --query the server's agents")
+    report = await replay_files(args.files) if args.files else ReplayReport()
+    if args.query is not None:
+        perennial = await Perennial.connect(settings)
+        live = await replay_from_server(
+            perennial.client, query=args.query or DEFAULT_QUERY, limit=args.limit
+        )
+        report = ReplayReport(results=[*report.results, *live.results], truncated=live.truncated)
+    failed = len(report.failed)
+    summary = f"{len(report.results)} replayed, {failed} failed"
+    if report.truncated:  # a deploy check that silently skipped agents would mislead
+        summary += f"; only the first {args.limit} agents (--limit): more match"
+        if args.json:
+            print(f"warning: {summary}", file=sys.stderr)
+    lines = [
+        f"{'ok' if r.ok else 'FAILED':6} {r.workflow_id:40} run {r.run_id}"
+        + (f"\n       {r.error}" if r.error else "")
+        for r in report.results
+    ]
+    _emit(args, [r.model_dump(mode="json") for r in report.results], "\n".join([*lines, summary]))
+    if failed:
+        raise RunError(f"{failed} of {len(report.results)} histories do not replay on this code")
+
+
 async def cmd_approvals(args: argparse.Namespace, settings: Settings) -> None:
     from perennial.client.approvals import pending_approvals, waiting_for_approval
 
@@ -349,17 +398,25 @@ async def cmd_dev(args: argparse.Namespace, settings: Settings) -> None:
 
 
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
-    from perennial.client.demo import run_demo
+    from perennial.client.demo import delete_state, run_demo
     from perennial.client.local_model import local_model_if_needed
+
+    if args.fresh:
+        deleted = delete_state(settings)
+        wal = " and its WAL files" if len(deleted) > 1 else ""
+        done = f"deleted {settings.database}{wal}" if deleted else "no database to delete"
+        print(f"Fresh start: {done}", flush=True)
 
     async def body(s: Settings) -> None:
         await run_demo(s)
-        if not args.exit:
-            print("\nThe server and worker keep running; try the commands above. Ctrl-C stops.")
-            await _until_stopped()
+        if args.exit:
+            stopped, again = ("server and worker", "dev") if s.embedded else ("worker", "worker")
+            print(f"\nThe {stopped} stop here (--exit). For the commands above, run "
+                  f"`{venv_command('perennial')} {again}` in another terminal first.")  # fmt: skip
+            return
+        print("\nThe server and worker keep running; try the commands above. Ctrl-C stops.")
+        await _until_stopped()
 
     # No model endpoint configured: the optional tiny local model, if it is installed.
     async with local_model_if_needed(settings) as settings:
         await _with_runtime(settings, args.headless, body)
-
-

