@@ -23,14 +23,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from temporalio.api.enums.v1 import EventType
@@ -38,13 +35,18 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from bench.entry import run_main
+from bench.harness import (
+    dev_server,
+    environment,
+    percentile,
+    print_table,
+    run_main,
+    save_results,
+)
 from bench.raw_timer import RAW_TIMER_TYPE, RawTimer
-from perennial.client import Perennial, Settings
-from perennial.client.server import DevServer, free_port
+from perennial.client import Perennial
 from perennial.worker import build_worker, workflow_runner
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 ALARM_ID = "bench"
 #: Target of issue 4: Perennial's p95 within this factor of raw's, plus this many seconds.
 TARGET_FACTOR, TARGET_SLACK = 1.2, 0.050
@@ -62,12 +64,6 @@ class Lateness:
         self.handled += other.handled
         self.started += other.started
         self.timer += other.timer
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 async def limited(calls: Iterable[Callable[[], Awaitable[Any]]], concurrency: int) -> list[Any]:
@@ -202,19 +198,19 @@ def report(
         return round(percentile(values, q) * 1000, 1)
 
     print(f"\nAlarm fire lateness, {n} alarms due at the same second (ms after the due time)")
-    print(f"{'':34}{'p50':>9}{'p95':>9}{'max':>9}")
+    table = [("", "p50", "p95", "max")]
     for measure in ("handled", "started", "timer"):
         for side in ("raw", "perennial"):
             values = getattr(results[side], measure)
-            label = f"{side:10} {measure}"
-            print(f"{label:34}{ms(values, 0.5):>9}{ms(values, 0.95):>9}{ms(values, 1.0):>9}")
+            table.append((f"{side:10} {measure}", *(str(ms(values, q)) for q in (50, 95, 100))))
+    print_table(table, align="<>>>", widths=(34, 9, 9, 9), sep="")
     for side in ("raw", "perennial"):
         per_round = ", ".join(
-            f"p50 {ms(r.handled, 0.5)} / p95 {ms(r.handled, 0.95)}" for r in rounds[side]
+            f"p50 {ms(r.handled, 50)} / p95 {ms(r.handled, 95)}" for r in rounds[side]
         )
         print(f"  {side} handled by round: {per_round}")
-    raw95 = percentile(results["raw"].handled, 0.95)
-    ours95 = percentile(results["perennial"].handled, 0.95)
+    raw95 = percentile(results["raw"].handled, 95)
+    ours95 = percentile(results["perennial"].handled, 95)
     target = TARGET_FACTOR * raw95 + TARGET_SLACK
     verdict = "met" if ours95 <= target else "NOT met"
     print(
@@ -232,47 +228,41 @@ def report(
 
 
 async def amain(args: argparse.Namespace) -> int:
-    with tempfile.TemporaryDirectory(prefix="perennial-bench-alarms-") as tmp:
-        settings = Settings(
-            state_dir=Path(tmp), server_port=free_port(), ui_port=free_port(),
-            task_queue="bench-alarms",
-        )  # fmt: skip
-        async with DevServer(settings, headless=True) as server:
-            settings = settings.model_copy(update={"temporal_address": server.address})
-            perennial = await Perennial.connect(settings)
-            client = perennial.client
-            raw_queue = "bench-raw-timers"
-            raw_worker = Worker(
-                client,
-                task_queue=raw_queue,
-                workflows=[RawTimer],
-                workflow_runner=workflow_runner(),
-                max_cached_workflows=settings.max_cached_workflows,
-                sticky_queue_schedule_to_start_timeout=settings.sticky_timeout,
-            )
-            print(f"server {server.address}; {args.alarms} alarms, {args.rounds} round(s) a side")
-            results = {"raw": Lateness(), "perennial": Lateness()}
-            rounds: dict[str, list[Lateness]] = {"raw": [], "perennial": []}
-            async with build_worker(client, settings), raw_worker:
-                for i in range(args.rounds):
-                    order = ("raw", "perennial") if i % 2 == 0 else ("perennial", "raw")
-                    for side in order:
-                        if side == "raw":
-                            measured = await raw_round(client, args, raw_queue)
-                        else:
-                            measured = await perennial_round(perennial, args)
-                        rounds[side].append(measured)
-                        results[side].extend(measured)
-                        print(
-                            f"round {i + 1} {side:9}: handled p50 "
-                            f"{percentile(measured.handled, 0.5) * 1000:.1f} ms, p95 "
-                            f"{percentile(measured.handled, 0.95) * 1000:.1f} ms",
-                            flush=True,
-                        )
-            summary = report(results, rounds, args.alarms)
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"alarms-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-    path.write_text(json.dumps(summary, indent=2))
+    measured_on = environment()
+    own_server = dev_server("perennial-bench-alarms-", task_queue="bench-alarms")
+    async with own_server as (server, settings):
+        perennial = await Perennial.connect(settings)
+        client = perennial.client
+        raw_queue = "bench-raw-timers"
+        raw_worker = Worker(
+            client,
+            task_queue=raw_queue,
+            workflows=[RawTimer],
+            workflow_runner=workflow_runner(),
+            max_cached_workflows=settings.max_cached_workflows,
+            sticky_queue_schedule_to_start_timeout=settings.sticky_timeout,
+        )
+        print(f"server {server.address}; {args.alarms} alarms, {args.rounds} round(s) a side")
+        results = {"raw": Lateness(), "perennial": Lateness()}
+        rounds: dict[str, list[Lateness]] = {"raw": [], "perennial": []}
+        async with build_worker(client, settings), raw_worker:
+            for i in range(args.rounds):
+                order = ("raw", "perennial") if i % 2 == 0 else ("perennial", "raw")
+                for side in order:
+                    if side == "raw":
+                        measured = await raw_round(client, args, raw_queue)
+                    else:
+                        measured = await perennial_round(perennial, args)
+                    rounds[side].append(measured)
+                    results[side].extend(measured)
+                    print(
+                        f"round {i + 1} {side:9}: handled p50 "
+                        f"{percentile(measured.handled, 50) * 1000:.1f} ms, p95 "
+                        f"{percentile(measured.handled, 95) * 1000:.1f} ms",
+                        flush=True,
+                    )
+        summary = report(results, rounds, args.alarms)
+    path = save_results("alarms", summary | {"environment": measured_on})
     print(f"saved {path}")
     return 0
 

@@ -14,15 +14,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import os
-import platform
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 import traceback
 import uuid
@@ -32,23 +27,31 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-import temporalio
 from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
 from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHistory
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from bench.agents import COMPACTING_NOTES, CompactingNotesAgent
-from bench.entry import run_main
+from bench.harness import (
+    RESULTS_DIR,
+    ROOT,
+    dev_server,
+    environment,
+    percentile,
+    print_table,
+    rss_mb,
+    run_main,
+    save_results,
+    start_worker,
+    stop_process,
+)
 from bench.raw_entity import RAW_TYPE
 from bench.raw_worker import build_raw_worker
 from bench.replay_history import replay_seconds, replayer, signals_in
 from perennial.client import AgentHandle, Perennial, Settings
-from perennial.client.server import DevServer, free_port
+from perennial.client.server import DevServer
 from perennial.worker import build_worker
-
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS_DIR = ROOT / "bench" / "results"
 
 #: Query / RPC timeout for single calls; phases have their own, longer deadlines.
 CALL_TIMEOUT = 60.0
@@ -165,7 +168,7 @@ def _verdict(passed: bool | None) -> str:
     return "" if passed is None else "PASS" if passed else "FAIL"
 
 
-def print_table(report: Report) -> None:
+def print_report(report: Report) -> None:
     header = ("metric", "perennial", "raw", "ratio", "target", "result")
     lines = [
         (
@@ -178,19 +181,8 @@ def print_table(report: Report) -> None:
         )
         for row in report.rows
     ]
-    widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
-
-    def fmt(cells: tuple[str, ...]) -> str:
-        first = cells[0].ljust(widths[0])
-        rest = [c.rjust(w) if i < 3 else c.ljust(w) for i, (c, w) in enumerate(
-            zip(cells[1:], widths[1:], strict=True))]  # fmt: skip
-        return "  ".join([first, *rest]).rstrip()
-
     print()
-    print(fmt(header))
-    print("  ".join("-" * w for w in widths))
-    for line in lines:
-        print(fmt(line))
+    print_table([header, *lines], align="<>>><<", rule=True)
     for row in report.rows:
         if row.note:
             print(f"  * {row.metric}: {row.note}")
@@ -204,13 +196,6 @@ def print_table(report: Report) -> None:
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def percentile(samples: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100)."""
-    ordered = sorted(samples)
-    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
-    return ordered[rank - 1]
 
 
 def median(samples: list[float]) -> float:
@@ -486,19 +471,15 @@ def save_histories(histories: dict[str, list[WorkflowHistory]], stamp: str) -> s
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, scale: Scale) -> None:
+    def __init__(
+        self, args: argparse.Namespace, scale: Scale, server: DevServer, settings: Settings
+    ) -> None:
         self.args = args
         self.scale = scale
         self.report = Report()
-        self.tmp = Path(tempfile.mkdtemp(prefix="perennial-bench-"))
-        self.settings = Settings(
-            state_dir=self.tmp,
-            server_port=free_port(),
-            ui_port=free_port(),
-            max_cached_workflows=5_000,
-            log_level="WARNING",
-        )
-        self.server = DevServer(self.settings, headless=True)
+        self.server = server
+        self.settings = settings
+        self.tmp = settings.state_dir  # the server's temp dir; the workers' logs go there too
         self.perennial: Perennial
         self.client: Client
 
@@ -849,19 +830,12 @@ class Bench:
     async def spawn_worker(self, kind: str, settings: Settings) -> subprocess.Popen[bytes]:
         """A worker (`perennial` or `raw`) in its own process, configured by environment
         like `python worker.py`; returns once it has answered a first `ask`."""
-        cmd = [sys.executable, "worker.py"] if kind == "perennial" else [
-            sys.executable, "-m", "bench.raw_worker"]  # fmt: skip
-        env = dict(os.environ)
-        env.update(
-            TEMPORAL_ADDRESS=settings.address,
-            PERENNIAL_TASK_QUEUE=settings.task_queue,
-            PERENNIAL_MAX_CACHED_WORKFLOWS=str(settings.max_cached_workflows),
-            PERENNIAL_LOG_LEVEL="WARNING",
+        proc = start_worker(
+            settings,
+            module=None if kind == "perennial" else "bench.raw_worker",
+            log=self.tmp / f"worker-{kind}.log",
             PERENNIAL_LOG_FORMAT="json",
         )
-        with (self.tmp / f"worker-{kind}.log").open("ab") as log_file:
-            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log_file, stderr=log_file,
-                                    start_new_session=True)  # fmt: skip
         try:
             await self.side(kind, settings).ask(unique("up"), "hello")
         except BaseException:
@@ -887,8 +861,6 @@ class Bench:
     }
 
     async def run(self, phases: Iterable[str]) -> None:
-        await self.server.start()
-        self.settings = self.settings.model_copy(update={"temporal_address": self.server.address})
         self.perennial = await Perennial.connect(self.settings)
         self.client = self.perennial.client
         process = self.server._process  # DevServer has no public pid; the bench needs one
@@ -906,19 +878,8 @@ class Bench:
                 time.perf_counter() - started, 1
             )
 
-    async def close(self) -> None:
-        await self.server.stop()
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
 
 # --------------------------------------------------------------------------- processes
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -938,20 +899,6 @@ async def settled_rss_mb(pid: int, *, timeout: float = 20.0) -> float:
             break
         await asyncio.sleep(0.5)
     return samples[-1]
-
-
-async def stop_process(proc: subprocess.Popen[bytes], *, grace: float = 120.0) -> float:
-    """SIGTERM (the worker shuts down cleanly), SIGKILL after `grace`. Returns the seconds."""
-    started = time.perf_counter()
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while proc.poll() is None and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    return time.perf_counter() - started
 
 
 # --------------------------------------------------------------------------- entry point
@@ -995,41 +942,6 @@ def scale_from(args: argparse.Namespace) -> Scale:
     return scale
 
 
-def _git(*args: str) -> str:
-    try:
-        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
-                              check=False, timeout=10)  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return done.stdout.strip()
-
-
-def source_digest() -> str:
-    """A hash of the measured code (the tree may have uncommitted changes)."""
-    digest = hashlib.sha256()
-    for path in sorted(ROOT.glob("*.py")) + sorted(
-        p for d in ("workflows", "client", "activities", "bench") for p in (ROOT / d).rglob("*.py")
-    ):
-        digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def environment() -> dict[str, Any]:
-    """What the figures were measured on, including uncommitted changes to measured code."""
-    dirty = _git("status", "--short", "--", "workflows", "client", "worker.py", "activities")
-    return {
-        "source": str(ROOT),
-        "source_digest": source_digest(),
-        "python": platform.python_version(),
-        "temporalio": temporalio.__version__,
-        "cpus": os.cpu_count(),
-        "loadavg": os.getloadavg(),
-        "git_commit": _git("rev-parse", "--short", "HEAD"),
-        "git_uncommitted": dirty.splitlines(),
-        "platform": platform.platform(),
-    }
-
-
 async def amain(args: argparse.Namespace) -> int:
     scale = scale_from(args)
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
@@ -1042,21 +954,19 @@ async def amain(args: argparse.Namespace) -> int:
     shown["uncommitted_files"] = len(env_before["git_uncommitted"])
     print(f"scale: {asdict(scale)}\nphases: {', '.join(phases)}\nenvironment: {shown}",
           flush=True)  # fmt: skip
-    bench = Bench(args, scale)
     started = time.perf_counter()
     interrupted = False
-    try:
-        await bench.run(phases)
-    except asyncio.CancelledError:  # Ctrl-C: still print and save what was measured
-        interrupted = True
-        bench.report.errors["interrupted"] = "stopped by the user"
-    finally:
-        await bench.close()
+    server_settings = {"max_cached_workflows": 5_000, "log_level": "WARNING"}
+    async with dev_server("perennial-bench-", **server_settings) as (server, settings):
+        bench = Bench(args, scale, server, settings)
+        try:
+            await bench.run(phases)
+        except asyncio.CancelledError:  # Ctrl-C: still print and save what was measured
+            interrupted = True
+            bench.report.errors["interrupted"] = "stopped by the user"
     report = bench.report
-    print_table(report)
-    out = args.out or RESULTS_DIR / f"entity-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
+    print_report(report)
+    out = save_results("entity", {
         "command": " ".join([Path(sys.executable).name, "-m", "bench.bench_entity",
                              *sys.argv[1:]]),  # fmt: skip
         "scale": asdict(scale),
@@ -1066,7 +976,7 @@ async def amain(args: argparse.Namespace) -> int:
         "rows": [row.as_json() for row in report.rows],
         "details": report.details,
         "errors": report.errors,
-    }, indent=2, default=str))  # fmt: skip
+    }, out=args.out)  # fmt: skip
     print(f"results saved to {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
     if interrupted:
         raise KeyboardInterrupt

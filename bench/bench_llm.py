@@ -24,27 +24,28 @@ import asyncio
 import compileall
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
 
+from bench.harness import (
+    ROOT,
+    dev_server,
+    percentile,
+    rss_mb,
+    run_main,
+    start_worker,
+    stop_process,
+)
 from bench.llm_raw import RAW_TYPE, build_raw_llm_worker
 from perennial.client import Perennial, Settings
-from perennial.client.logging import configure_logging
-from perennial.client.process import exit_process
-from perennial.client.server import DevServer, free_port
-from perennial.worker import build_worker
 from perennial.testing.scripted_llm import ScriptedLLM, text, usage
-
-ROOT = Path(__file__).resolve().parent.parent
+from perennial.worker import build_worker
 
 
 @dataclass
@@ -63,31 +64,12 @@ def _unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def _pct(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
-def _rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
 class Bench:
-    def __init__(self, scale: Scale) -> None:
+    def __init__(self, scale: Scale, llm: ScriptedLLM, settings: Settings) -> None:
+        """`settings`: the dev server's, with the model endpoint at `llm`."""
         self.scale = scale
-        self.tmp = Path(tempfile.mkdtemp(prefix="perennial-bench-llm-"))
-        self.llm = ScriptedLLM()
-        self.settings = Settings(
-            state_dir=self.tmp,
-            server_port=free_port(),
-            ui_port=free_port(),
-            log_level="WARNING",
-            openai_base_url=self.llm.url,
-        )
-        self.server = DevServer(self.settings, headless=True)
+        self.llm = llm
+        self.settings = settings
         self.figures: list[tuple[str, str]] = []
 
     def queue(self) -> Settings:
@@ -145,7 +127,7 @@ class Bench:
         p50 = {name: statistics.median(v) for name, v in samples.items()}
         print(f"\n1. ask round-trip of a one-step turn ({s.asks} sequential asks per side)")
         for name, v in samples.items():
-            self.say(f"{name} p50 / p95", f"{p50[name]:.1f} ms / {_pct(v, 95):.1f} ms")
+            self.say(f"{name} p50 / p95", f"{p50[name]:.1f} ms / {percentile(v, 95):.1f} ms")
         for side in ("perennial ask", "perennial ask, request read by query"):
             for base in ("raw update", "raw update-with-start"):
                 ratio = p50[side] / p50[base]
@@ -213,29 +195,21 @@ class Bench:
         s = self.scale
         self.llm.respond = lambda request: text("ok", usage=usage(20, 1), delay=1.0)
         settings = self.queue()
-        env = dict(os.environ)
-        env.update(
-            TEMPORAL_ADDRESS=self.server.address,
-            PERENNIAL_TASK_QUEUE=settings.task_queue,
-            PERENNIAL_LOG_LEVEL="WARNING",
-            OPENAI_BASE_URL=self.llm.url,
-            PERENNIAL_APP="bench.llm_raw",
-        )
-        proc = subprocess.Popen([sys.executable, str(ROOT / "worker.py")], env=env, cwd=ROOT)
+        proc = start_worker(settings, PERENNIAL_APP="bench.llm_raw")
         try:
             handles = [
                 Perennial(perennial.client, settings).agent("bench_llm", _unique("rss"))
                 for _ in range(s.concurrent)
             ]
             await handles[0].ask("warm up", timeout=60)
-            idle = _rss_kb(proc.pid)
+            idle = rss_mb(proc.pid)
             peak = idle
             done = asyncio.Event()
 
             async def sample() -> None:
                 nonlocal peak
                 while not done.is_set():
-                    peak = max(peak, _rss_kb(proc.pid))
+                    peak = max(peak, rss_mb(proc.pid))
                     await asyncio.sleep(0.05)
 
             sampler = asyncio.create_task(sample())
@@ -244,32 +218,23 @@ class Bench:
             elapsed = time.perf_counter() - started
             done.set()
             await sampler
-            after = _rss_kb(proc.pid)
+            after = rss_mb(proc.pid)
         finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+            await stop_process(proc, grace=30)
         print(f"\n3. worker RSS during {s.concurrent} concurrent turns (model answers in 1 s)")
-        self.say("worker RSS before (1 agent warm)", f"{idle / 1024:.1f} MiB")
-        self.say("worker RSS peak during the turns", f"{peak / 1024:.1f} MiB")
-        self.say("worker RSS after", f"{after / 1024:.1f} MiB")
+        self.say("worker RSS before (1 agent warm)", f"{idle:.1f} MiB")
+        self.say("worker RSS peak during the turns", f"{peak:.1f} MiB")
+        self.say("worker RSS after", f"{after:.1f} MiB")
         self.say(f"{s.concurrent} concurrent turns took", f"{elapsed:.2f} s")
 
     # ------------------------------------------------------------------ run
 
     async def run(self) -> None:
-        self.llm.start()
-        await self.server.start()
-        try:
-            perennial = await Perennial.connect(
-                self.settings.model_copy(update={"temporal_address": self.server.address})
-            )
-            client = perennial.client
-            await self.round_trip(perennial, client)
-            await self.history(perennial, client)
-            await self.rss(perennial)
-        finally:
-            await self.server.stop()
-            self.llm.close()
+        perennial = await Perennial.connect(self.settings)
+        client = perennial.client
+        await self.round_trip(perennial, client)
+        await self.history(perennial, client)
+        await self.rss(perennial)
 
 
 async def _history_events(handle) -> tuple[str, list]:  # type: ignore[no-untyped-def]
@@ -283,20 +248,31 @@ async def _history_ids(handle) -> tuple[str, int]:  # type: ignore[no-untyped-de
     return run_id, events[-1].event_id if events else 0
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="scaled down")
-    args = parser.parse_args()
-    configure_logging(level="WARNING")
+async def amain(args: argparse.Namespace) -> int:
     # The workflow sandbox re-imports agent modules for every new workflow: with bytecode
     # writing off (PYTHONDONTWRITEBYTECODE) each import would compile from source, which no
     # deployment does. Compile once, as an install would.
     for package in ("workflows", "activities", "client", "bench", "tests"):
         compileall.compile_dir(ROOT / package, quiet=2)
     print(f"bench_llm on {os.cpu_count()} cores, python {sys.version.split()[0]}", flush=True)
-    bench = Bench(QUICK if args.quick else Scale())
-    asyncio.run(bench.run())
-    exit_process(0)
+    scale = QUICK if args.quick else Scale()
+    with ScriptedLLM() as llm:
+        own_server = dev_server(
+            "perennial-bench-llm-", log_level="WARNING", openai_base_url=llm.url
+        )
+        async with own_server as (_, settings):
+            await Bench(scale, llm, settings).run()
+    return 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="scaled down")
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    run_main(amain, parse_args)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from perennial.workflows.llm import ContextWindow, LLMAgent, LLMState
-from perennial.workflows.messages import AgentStart
+from perennial.workflows.registry import agent_type
 
 with workflow.unsafe.imports_passed_through():
     from openai import AsyncOpenAI
@@ -20,8 +20,7 @@ RAW_TYPE = "raw_llm"
 INSTRUCTIONS = "You are a terse assistant."
 
 
-@workflow.defn(name="bench_llm")
-class BenchLLMAgent(LLMAgent[LLMState]):
+class _OneExchange(LLMAgent[LLMState]):
     """One exchange of context (system + the user's message): the same request as the raw
     baseline sends."""
 
@@ -29,40 +28,25 @@ class BenchLLMAgent(LLMAgent[LLMState]):
     model = "bench-model"
     context_window = ContextWindow(max_items=2)
 
-    @workflow.run
-    async def run(self, start: AgentStart) -> None:
-        await self.serve()
+
+@agent_type("bench_llm")
+class BenchLLMAgent(_OneExchange):
+    """As configured: a request this small travels inline."""
 
 
-@workflow.defn(name="bench_llm_by_query")
-class BenchByQueryAgent(BenchLLMAgent):
+@agent_type("bench_llm_by_query")
+class BenchByQueryAgent(_OneExchange):
     """The same, with the request always read by the `llm_context` query."""
 
     inline_request_max_bytes = 0
 
-    @workflow.run
-    async def run(self, start: AgentStart) -> None:
-        await self.serve()
 
-
-@workflow.defn(name="bench_llm_chat")
+@agent_type("bench_llm_chat")
 class BenchChatAgent(LLMAgent[LLMState]):
     """A long conversation (the default window of 100 items) with the state tools."""
 
     instructions = INSTRUCTIONS
     model = "bench-model"
-
-    @workflow.run
-    async def run(self, start: AgentStart) -> None:
-        await self.serve()
-
-
-if not workflow.unsafe.in_sandbox():  # registered once, outside the workflow sandbox
-    from perennial.workflows.registry import register
-
-    register(BenchLLMAgent)
-    register(BenchByQueryAgent)
-    register(BenchChatAgent)
 
 
 class RawActivities:

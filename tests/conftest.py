@@ -31,10 +31,35 @@ pytest_plugins = ["perennial.testing.pytest_plugin"]
 
 
 @pytest.fixture
-def settings(perennial_settings: Settings) -> Settings:
-    """The session server's settings with a task queue of this test's own (a module may
-    override this fixture to add its application modules or a model endpoint)."""
-    return perennial_settings
+def settings(perennial_settings: Settings, request: pytest.FixtureRequest) -> Settings:
+    """The session server's settings with a task queue of this test's own, and what the test's
+    `agents` marker asks for:
+
+        pytestmark = pytest.mark.agents(app=("tests.coordination_agents",), llm=True)
+
+    `app`: the modules a worker process imports to register the test agent types (an
+    in-process worker has them already, from the test module's imports); `llm=True`: the
+    worker's model endpoint at this test's `scripted_llm` server."""
+    marker = request.node.get_closest_marker("agents")
+    if marker is None:
+        return perennial_settings
+    return _with_agents(perennial_settings, request, *marker.args, **marker.kwargs)
+
+
+def _with_agents(
+    settings: Settings,
+    request: pytest.FixtureRequest,
+    *,
+    app: tuple[str, ...] = (),
+    llm: bool = False,
+) -> Settings:
+    update: dict[str, object] = {}
+    if app:
+        update["app"] = app
+    if llm:
+        scripted: ScriptedLLM = request.getfixturevalue("scripted_llm")
+        update["openai_base_url"] = scripted.url
+    return settings.model_copy(update=update)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -48,24 +73,6 @@ async def worker(perennial: Perennial, settings: Settings) -> AsyncIterator[Work
     w = build_worker(perennial.client, settings)
     async with w:
         yield w
-
-
-#: Worker modules that register the LLM and coordination test agent types.
-COORDINATION_MODULES = ("tests.llm_agents", "tests.coordination_agents")
-
-
-def with_scripted_llm(settings: Settings, llm: ScriptedLLM, *app: str) -> Settings:
-    """`settings` with the worker's model endpoint at the scripted server, and (if given)
-    the modules a worker process imports to register test agent types."""
-    update: dict[str, object] = {"openai_base_url": llm.url}
-    if app:
-        update["app"] = app
-    return settings.model_copy(update=update)
-
-
-def dashed_name(request: pytest.FixtureRequest) -> str:
-    """An agent name from the test's name."""
-    return request.node.name.replace("_", "-")
 
 
 class WorkerProcess:

@@ -9,34 +9,19 @@ import json
 import pytest
 
 import tests.alarm_llm_agents  # noqa: F401  (registers the test agent type)
-from perennial.client import AgentHandle, Perennial, Settings, TurnFailed
+from perennial.client import Perennial, TurnFailed
 from perennial.testing.scripted_llm import ScriptedLLM, call, error, text, tool_calls
 from perennial.workflows.messages import (
     AlarmEvent,
     ScheduleCancelledEvent,
     ScheduledEvent,
-    TurnEvent,
 )
-from tests.conftest import eventually, with_scripted_llm
-from tests.entity_support import unique
+from tests.conftest import eventually
+from tests.support import has_events, turns, unique
 
-pytestmark = pytest.mark.usefixtures("worker")
+pytestmark = [pytest.mark.usefixtures("worker"), pytest.mark.agents(llm=True)]
 
 AGENT = "test_alarm_llm"
-
-
-@pytest.fixture
-def settings(settings: Settings, scripted_llm: ScriptedLLM) -> Settings:
-    """This test's settings, with the worker's model endpoint at the scripted server."""
-    return with_scripted_llm(settings, scripted_llm)
-
-
-async def _turns(agent: AgentHandle) -> list[TurnEvent]:
-    return [e for e in (await agent.events(limit=1000)).events if isinstance(e, TurnEvent)]
-
-
-async def _at_least_turns(agent: AgentHandle, n: int) -> bool:
-    return len(await _turns(agent)) >= n
 
 
 async def test_the_model_sets_an_alarm_that_wakes_it(
@@ -58,13 +43,13 @@ async def test_the_model_sets_an_alarm_that_wakes_it(
     reply = await agent.ask("remind me in a second to stretch")
     assert reply.reply == "Done: I will remind you in a second."
 
-    await eventually(lambda: _at_least_turns(agent, 2))
+    await eventually(lambda: has_events(agent, "turn", 2))
     log = (await agent.events(limit=1000)).events
     [scheduled] = [e for e in log if isinstance(e, ScheduledEvent)]
     assert scheduled.schedule_id == "stretch" and scheduled.created_by == "model"
     [alarm] = [e for e in log if isinstance(e, AlarmEvent)]
     assert alarm.payload == "Tell the user to stretch."
-    last = (await _turns(agent))[-1]
+    last = (await turns(agent))[-1]
     assert last.message_id == f"alarm:stretch@{alarm.due_at.isoformat()}"
     assert last.reply == "Time to stretch!"
     # The model was told which alarm went off and what to do.

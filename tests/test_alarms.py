@@ -42,8 +42,8 @@ from perennial.workflows.messages import (
 from perennial.workflows.registry import agent_types
 from tests.alarm_agents import BOOM, SLEEP, RecorderState
 from tests.conftest import ROOT, eventually
-from tests.entity_support import accepted_updates, history, unique
 from tests.histories.record_alarms import alarms_scenario
+from tests.support import accepted_updates, busy, history, unique
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -277,7 +277,7 @@ async def test_an_alarm_due_during_a_turn_keeps_its_place_in_line(perennial: Per
     agent = perennial.agent(RECORDER, unique("busy"))
     due = (await agent.schedule("ring", "ring", after_seconds=1)).schedule.next_due
     await agent.send(f"{SLEEP}3")
-    await eventually(lambda: _busy(agent))
+    await eventually(lambda: busy(agent))
     await eventually(lambda: datetime.now(UTC) > due + timedelta(milliseconds=300))
     assert (await agent.state_view()).busy  # the alarm fell due while the turn ran
     await agent.send("after the alarm")
@@ -455,10 +455,6 @@ async def _alarm_count(agent: AgentHandle) -> int:
 
 async def _applied_count(agent: AgentHandle) -> int:
     return len((await recorded(agent)).applied)
-
-
-async def _busy(agent: AgentHandle) -> bool:
-    return (await agent.state_view()).busy
 
 
 async def _failed_turns(agent: AgentHandle) -> list[TurnFailedEvent]:

@@ -4,7 +4,7 @@ restart, and continue-as-new (pending schedules carry their absolute due times).
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,27 +19,12 @@ from perennial.worker import build_worker
 from perennial.workflows.messages import AlarmEvent, ContinuedAsNewEvent
 from tests.alarm_agents import AlarmRecord, RecorderState
 from tests.conftest import WorkerProcess, eventually
-from tests.entity_support import unique
+from tests.support import unique
+
+#: Worker processes (`worker_process`) also run the test agent types.
+pytestmark = pytest.mark.agents(app=("tests.alarm_agents",))
 
 RECORDER = "test_alarm_recorder"
-
-
-@pytest.fixture
-def recorder_workers(settings: Settings) -> Iterator[Callable[[], WorkerProcess]]:
-    """Start worker processes that also run the test agent types; all are killed at the end."""
-    started: list[WorkerProcess] = []
-
-    def start() -> WorkerProcess:
-        process = WorkerProcess(
-            settings.model_copy(update={"app": ("tests.alarm_agents",)})
-        )
-        process.start()
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.kill()
 
 
 async def alarms(agent: AgentHandle, schedule_id: str | None = None) -> list[AlarmRecord]:
@@ -61,9 +46,9 @@ def assert_on_grid(records: list[AlarmRecord], first_due: datetime, step: timede
 
 
 async def test_alarms_due_while_no_worker_runs_fire_once_when_one_returns(
-    perennial: Perennial, recorder_workers: Callable[[], WorkerProcess]
+    perennial: Perennial, worker_process: Callable[[], WorkerProcess]
 ) -> None:
-    first_worker = recorder_workers()
+    first_worker = worker_process()
     agent = perennial.agent(RECORDER, unique("down"))
     tick = (await agent.schedule("tick", "tick", every_seconds=1)).schedule
 
@@ -80,7 +65,7 @@ async def test_alarms_due_while_no_worker_runs_fire_once_when_one_returns(
     # nothing can apply it yet).
     outage_until = max(once.next_due, killed_at + timedelta(seconds=4)) + timedelta(seconds=0.5)
     await eventually(lambda: datetime.now(UTC) > outage_until, timeout=15)
-    recorder_workers()
+    worker_process()
 
     async def caught_up() -> bool:
         ticks = await alarms(agent, "tick")

@@ -21,24 +21,13 @@ from perennial.client.approvals import decide, pending_approvals, waiting_for_ap
 from perennial.testing.scripted_llm import ScriptedLLM, call, error, text, tool_calls
 from perennial.workflows.errors import AlreadyDecided, ApprovalNotFound
 from perennial.workflows.visibility import AGENT_STATUS
-from tests.conftest import (
-    COORDINATION_MODULES,
-    ROOT,
-    WorkerProcess,
-    dashed_name,
-    eventually,
-    with_scripted_llm,
-)
+from tests.conftest import ROOT, WorkerProcess, eventually
+from tests.support import COORDINATION_MODULES, dashed_name, has_events
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-@pytest.fixture
-def settings(settings: Settings, scripted_llm: ScriptedLLM) -> Settings:
-    return with_scripted_llm(settings, scripted_llm, *COORDINATION_MODULES)
-
-
-_name = dashed_name
+pytestmark = [
+    pytest.mark.asyncio(loop_scope="session"),
+    pytest.mark.agents(app=COORDINATION_MODULES, llm=True),
+]
 
 
 async def _status(perennial: Perennial, workflow_id: str) -> str | None:
@@ -66,7 +55,7 @@ async def test_approve_runs_the_call_and_the_first_decision_wins(
         text("I asked for approval."),
         text("Sent 50 euros to bob."),
     )
-    agent = perennial.agent("test_llm_approver", _name(request))
+    agent = perennial.agent("test_llm_approver", dashed_name(request))
     assert (await agent.ask("send bob 50")).reply == "I asked for approval."
     [waiting] = list(scripted_llm.completions[1].tool_results().values())
     assert waiting.startswith("waiting for approval appr-")
@@ -111,7 +100,7 @@ async def test_reject_and_deadline_never_run_the_call(
         text("Understood."),
         text("Understood too."),
     )
-    agent = perennial.agent("test_llm_approver", _name(request))
+    agent = perennial.agent("test_llm_approver", dashed_name(request))
     await agent.ask("pay eve")
     approvals = {a.tool: a for a in await pending_approvals(agent)}
     # wire_money_quick has a 1 s deadline: it is rejected on its own.
@@ -146,7 +135,7 @@ async def test_pending_approval_survives_a_worker_crash(
         text("Done: carol got 5."),
     )
     first = worker_process()
-    agent = perennial.agent("test_llm_approver", _name(request))
+    agent = perennial.agent("test_llm_approver", dashed_name(request))
     assert (await agent.ask("pay carol 5")).reply == "Waiting for a person."
     [approval] = await pending_approvals(agent)
     first.kill()
@@ -168,11 +157,11 @@ async def test_pending_approval_survives_continue_as_new(
         text("Hi."),
         text("Memory erased."),
     )
-    agent = perennial.agent("test_llm_approver_short", _name(request))
+    agent = perennial.agent("test_llm_approver_short", dashed_name(request))
     await agent.ask("remember 42, then forget everything")
     [approval] = await pending_approvals(agent)
     assert (await agent.ask("hello")).reply == "Hi."  # the second update: continue-as-new
-    await eventually(lambda: _continued(agent))
+    await eventually(lambda: has_events(agent, "continued_as_new"))
     [carried] = await _pending(agent)
     assert carried.approval_id == approval.approval_id
     assert (await agent.state()).state.memory == {"secret": 42}
@@ -191,7 +180,7 @@ async def test_cli_lists_and_decides(
     scripted_llm.script(
         tool_calls(call("wire_money", to="frank", amount=7)), text("Asked."), text("Ok, not sent.")
     )
-    agent = perennial.agent("test_llm_approver", _name(request))
+    agent = perennial.agent("test_llm_approver", dashed_name(request))
     await agent.ask("pay frank 7")
     [approval] = await pending_approvals(agent)
 
@@ -227,10 +216,6 @@ async def _cli(settings: Settings, *args: str) -> tuple[int, str, str]:
     return process.returncode or 0, out.decode(), err.decode()
 
 
-async def _continued(agent) -> bool:  # type: ignore[no-untyped-def]
-    return "continued_as_new" in [e.kind for e in (await agent.events(limit=1000)).events]
-
-
 async def _memory_empty(agent) -> bool:  # type: ignore[no-untyped-def]
     return (await agent.state()).state.memory == {}
 
@@ -243,7 +228,7 @@ async def test_a_failed_turn_withdraws_the_approvals_it_asked_for(
         tool_calls(call("wire_money", to="gus", amount=3)),
         error(400, "the model refuses"),
     )
-    agent = perennial.agent("test_llm_approver", _name(request))
+    agent = perennial.agent("test_llm_approver", dashed_name(request))
     with pytest.raises(TurnFailed):
         await agent.ask("pay gus 3")
     assert await pending_approvals(agent) == []

@@ -11,46 +11,43 @@ import pytest
 from temporalio.client import WorkflowExecutionStatus
 
 import tests.coordination_agents  # noqa: F401 - registers the test agent types
-from perennial.client import Perennial, Settings, TurnFailed
+from perennial.client import Perennial, TurnFailed
 from perennial.testing.scripted_llm import ScriptedLLM, call, text, tool_calls
-from tests.conftest import COORDINATION_MODULES, dashed_name, eventually, with_scripted_llm
+from tests.conftest import eventually
+from tests.support import (
+    COORDINATION_MODULES,
+    busy,
+    dashed_name,
+    event_kinds,
+    has_events,
+    has_note,
+    has_note_starting,
+    notes,
+)
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-@pytest.fixture
-def settings(settings: Settings, scripted_llm: ScriptedLLM) -> Settings:
-    return with_scripted_llm(settings, scripted_llm, *COORDINATION_MODULES)
-
-
-_name = dashed_name
-
-
-async def _notes(agent) -> list[str]:  # type: ignore[no-untyped-def]
-    return list((await agent.state()).state.notes)
+pytestmark = [
+    pytest.mark.asyncio(loop_scope="session"),
+    pytest.mark.agents(app=COORDINATION_MODULES, llm=True),
+]
 
 
 async def _status(perennial: Perennial, workflow_id: str) -> WorkflowExecutionStatus | None:
     return (await perennial.client.get_workflow_handle(workflow_id).describe()).status
 
 
-async def _kinds(agent) -> list[str]:  # type: ignore[no-untyped-def]
-    return [e.kind for e in (await agent.events(limit=1000)).events]
-
-
 @pytest.mark.usefixtures("worker")
 async def test_child_completes_and_wakes_parent(
     perennial: Perennial, request: pytest.FixtureRequest
 ) -> None:
-    name = _name(request)
+    name = dashed_name(request)
     parent = perennial.agent("test_parent", name)
     reply = await parent.ask(f"spawn test_child {name} hello there")
     child_id = f"test_child/{name}"
     assert reply.reply == f"spawned {child_id}"
 
-    await eventually(lambda: _has(parent, f"completed {child_id}: done: hello there"))
+    await eventually(lambda: has_note(parent, f"completed {child_id}: done: hello there"))
     assert await _status(perennial, child_id) == WorkflowExecutionStatus.COMPLETED
-    kinds = await _kinds(parent)
+    kinds = await event_kinds(parent)
     assert kinds.count("child_started") == 1 and kinds.count("child_finished") == 1
     page = await parent.events(limit=1000)
     [turn] = [e for e in page.events if e.kind == "turn" and e.message_id.startswith("child:")]
@@ -65,12 +62,12 @@ async def test_child_completes_and_wakes_parent(
 async def test_child_failure_wakes_parent_with_error(
     perennial: Perennial, request: pytest.FixtureRequest
 ) -> None:
-    name = _name(request)
+    name = dashed_name(request)
     parent = perennial.agent("test_parent", name)
     await parent.ask(f"spawn test_child {name} fail on purpose")
     child_id = f"test_child/{name}"
-    await eventually(lambda: _has_prefix(parent, f"failed {child_id}: turn for message"))
-    [note] = [n for n in await _notes(parent) if n.startswith("failed")]
+    await eventually(lambda: has_note_starting(parent, f"failed {child_id}: turn for message"))
+    [note] = [n for n in await notes(parent) if n.startswith("failed")]
     assert "ValueError" in note and "fail on purpose" in note
     await eventually(lambda: _status_is(perennial, child_id, WorkflowExecutionStatus.FAILED))
     assert (await parent.state()).state.counter == 1  # woken once, not by report and handle
@@ -80,15 +77,15 @@ async def test_child_failure_wakes_parent_with_error(
 async def test_cancelled_child_wakes_parent(
     perennial: Perennial, request: pytest.FixtureRequest
 ) -> None:
-    name = _name(request)
+    name = dashed_name(request)
     parent = perennial.agent("test_parent", name)
     child_id = f"test_child/{name}"
     await parent.ask(f"spawn test_child {name} wait for ever")
     child = perennial.agent("test_child", name)
-    await eventually(lambda: _busy(child))  # parked inside its task turn
+    await eventually(lambda: busy(child))  # parked inside its task turn
     reply = await parent.ask(f"cancel {child_id}")
     assert reply.reply == f"cancelling {child_id}"
-    await eventually(lambda: _has(parent, f"cancelled {child_id}: the child was cancelled"))
+    await eventually(lambda: has_note(parent, f"cancelled {child_id}: the child was cancelled"))
     await eventually(lambda: _status_is(perennial, child_id, WorkflowExecutionStatus.CANCELED))
     assert (await parent.state()).state.counter == 1
 
@@ -97,24 +94,24 @@ async def test_cancelled_child_wakes_parent(
 async def test_terminated_child_wakes_parent_through_its_handle(
     perennial: Perennial, request: pytest.FixtureRequest
 ) -> None:
-    name = _name(request)
+    name = dashed_name(request)
     parent = perennial.agent("test_parent", name)
     child_id = f"test_child/{name}"
     await parent.ask(f"spawn test_child {name} wait for ever")
-    await eventually(lambda: _busy(perennial.agent("test_child", name)))
+    await eventually(lambda: busy(perennial.agent("test_child", name)))
     await perennial.client.get_workflow_handle(child_id).terminate("test")
-    await eventually(lambda: _has_prefix(parent, f"terminated {child_id}:"))
+    await eventually(lambda: has_note_starting(parent, f"terminated {child_id}:"))
 
 
 @pytest.mark.usefixtures("worker")
 async def test_named_child_reports_and_lives_on(
     perennial: Perennial, request: pytest.FixtureRequest
 ) -> None:
-    name = _name(request)
+    name = dashed_name(request)
     parent = perennial.agent("test_parent", name)
     child_id = f"test_child/{name}"
     await parent.ask(f"keep test_child {name} first job")
-    await eventually(lambda: _has(parent, f"completed {child_id}: done: first job"))
+    await eventually(lambda: has_note(parent, f"completed {child_id}: done: first job"))
     assert await _status(perennial, child_id) == WorkflowExecutionStatus.RUNNING
     later = await perennial.agent("test_child", name).ask("second job")
     assert later.reply == "done: second job"
@@ -128,20 +125,20 @@ async def test_named_child_reports_and_lives_on(
 async def test_children_in_flight_survive_parent_continue_as_new(
     perennial: Perennial, request: pytest.FixtureRequest
 ) -> None:
-    name = _name(request)
+    name = dashed_name(request)
     parent = perennial.agent("test_parent_short", name)
     first, second = f"test_child/{name}-a", f"test_child/{name}-b"
     await parent.ask(f"spawn test_child {name}-a wait a")
     await parent.ask(f"spawn test_child {name}-b wait b")  # 2nd update: continue-as-new
     handle = perennial.client.get_workflow_handle(parent.id)
-    await eventually(lambda: _kinds_include(parent, "continued_as_new"))
+    await eventually(lambda: has_events(parent, "continued_as_new"))
     assert {c["child_id"] for c in await handle.query("children")} == {first, second}
     # Both children are still running (ABANDON: the parent's run closing did not cancel them).
     assert await _status(perennial, first) == WorkflowExecutionStatus.RUNNING
     await perennial.client.get_workflow_handle(first).signal("release")
     await perennial.client.get_workflow_handle(second).signal("release")
-    await eventually(lambda: _has(parent, f"completed {first}: done: wait a"))
-    await eventually(lambda: _has(parent, f"completed {second}: done: wait b"))
+    await eventually(lambda: has_note(parent, f"completed {first}: done: wait a"))
+    await eventually(lambda: has_note(parent, f"completed {second}: done: wait b"))
     assert (await parent.state()).state.counter == 2
     assert await handle.query("children") == []
 
@@ -150,7 +147,7 @@ async def test_children_in_flight_survive_parent_continue_as_new(
 async def test_llm_parent_spawns_and_sees_the_answer(
     perennial: Perennial, scripted_llm: ScriptedLLM, request: pytest.FixtureRequest
 ) -> None:
-    name = _name(request)
+    name = dashed_name(request)
     scripted_llm.script(
         tool_calls(
             call("spawn_agent", agent_type="test_child", name=name, task="compute 6x7"),
@@ -171,7 +168,7 @@ async def test_llm_parent_spawns_and_sees_the_answer(
     assert woken["role"] == "user"
     assert f"[child agent test_child/{name} completed]" in woken["content"]
     assert "done: compute 6x7" in woken["content"]
-    await eventually(lambda: _kinds_include(parent, "child_finished"))
+    await eventually(lambda: has_events(parent, "child_finished"))
     page = await parent.events(limit=1000)
     turns = [e for e in page.events if e.kind == "turn"]
     assert turns[-1].reply == "The helper answered: done: compute 6x7"
@@ -180,39 +177,20 @@ async def test_llm_parent_spawns_and_sees_the_answer(
 # --------------------------------------------------------------------------- helpers
 
 
-async def _has(agent, note: str) -> bool:  # type: ignore[no-untyped-def]
-    return note in await _notes(agent)
-
-
-async def _has_prefix(agent, prefix: str) -> bool:  # type: ignore[no-untyped-def]
-    return any(n.startswith(prefix) for n in await _notes(agent))
-
-
-async def _busy(agent) -> bool:  # type: ignore[no-untyped-def]
-    try:
-        return (await agent.state_view()).busy
-    except Exception:  # not started yet
-        return False
-
-
 async def _status_is(perennial: Perennial, workflow_id: str, status: object) -> bool:
     return await _status(perennial, workflow_id) == status
-
-
-async def _kinds_include(agent, kind: str) -> bool:  # type: ignore[no-untyped-def]
-    return kind in await _kinds(agent)
 
 
 @pytest.mark.usefixtures("worker")
 async def test_cancelling_the_parent_cancels_its_task_children_gracefully(
     perennial: Perennial, request: pytest.FixtureRequest
 ) -> None:
-    name = _name(request)
+    name = dashed_name(request)
     parent = perennial.agent("test_parent", name)
     task_child, named_child = f"test_child/{name}-t", f"test_child/{name}-n"
     await parent.ask(f"spawn test_child {name}-t wait for ever")
     await parent.ask(f"keep test_child {name}-n wait too")
-    await eventually(lambda: _busy(perennial.agent("test_child", f"{name}-t")))
+    await eventually(lambda: busy(perennial.agent("test_child", f"{name}-t")))
     await perennial.client.get_workflow_handle(parent.id).cancel()
     await eventually(lambda: _status_is(perennial, parent.id, WorkflowExecutionStatus.CANCELED))
     # The task child was asked to cancel (not terminated); the named child lives on.

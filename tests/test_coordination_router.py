@@ -10,26 +10,21 @@ from __future__ import annotations
 import pytest
 
 import tests.coordination_agents  # noqa: F401 - registers the test agent types
-from perennial.client import Perennial, Settings
+from perennial.client import Perennial
 from perennial.testing.scripted_llm import ScriptedLLM, call, text, tool_calls
-from tests.conftest import COORDINATION_MODULES, dashed_name, with_scripted_llm
+from tests.support import COORDINATION_MODULES, dashed_name
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-@pytest.fixture
-def settings(settings: Settings, scripted_llm: ScriptedLLM) -> Settings:
-    return with_scripted_llm(settings, scripted_llm, *COORDINATION_MODULES)
-
-
-_name = dashed_name
+pytestmark = [
+    pytest.mark.asyncio(loop_scope="session"),
+    pytest.mark.agents(app=COORDINATION_MODULES, llm=True),
+]
 
 
 @pytest.mark.usefixtures("worker")
 async def test_router_picks_among_three_agents_and_relays(
     perennial: Perennial, scripted_llm: ScriptedLLM, request: pytest.FixtureRequest
 ) -> None:
-    name = _name(request)
+    name = dashed_name(request)
     scripted_llm.script(
         tool_calls(call("route_to", agent_type="notes", request="buy milk")),
         tool_calls(call("route_to", agent_type="test_child", request="compute 6x7")),
@@ -61,7 +56,7 @@ async def test_router_picks_among_three_agents_and_relays(
 async def test_unknown_route_and_a_specialist_that_times_out(
     perennial: Perennial, scripted_llm: ScriptedLLM, request: pytest.FixtureRequest
 ) -> None:
-    name = _name(request)
+    name = dashed_name(request)
     scripted_llm.script(
         tool_calls(
             call("route_to", agent_type="assistant", request="hi"),

@@ -8,8 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from temporalio.client import WorkflowQueryFailedError, WorkflowUpdateFailedError
-from temporalio.exceptions import ApplicationError
+from temporalio.client import WorkflowQueryFailedError
 from temporalio.worker import Worker
 
 import tests.agents  # noqa: F401  (registers the test agent types before a worker is built)
@@ -19,7 +18,7 @@ from perennial.client import (
     InvalidRequest,
     Perennial,
 )
-from tests.entity_support import accepted_updates, history, unique
+from tests.support import accepted_updates, history, rejected_update, unique
 
 OVERSIZED = "x" * 40_000  # notes agents accept 32,768 characters
 
@@ -28,17 +27,6 @@ async def _agent_with_one_note(perennial: Perennial) -> AgentHandle:
     agent = perennial.agent("notes", unique())
     await agent.ask("the only note", id="good")
     return agent
-
-
-async def _rejected_update(
-    perennial: Perennial, agent: AgentHandle, update: str, arg: Any, update_id: str
-) -> ApplicationError:
-    handle = perennial.client.get_workflow_handle(agent.id)
-    with pytest.raises(WorkflowUpdateFailedError) as failed:
-        await handle.execute_update(update, arg, id=update_id)
-    cause = failed.value.cause
-    assert isinstance(cause, ApplicationError)
-    return cause
 
 
 @pytest.mark.parametrize(
@@ -62,7 +50,7 @@ async def test_ask_validator_rejects_bad_messages_before_history(
     events_before = await agent.events()
     update_id = f"bad-{case.replace(' ', '-')}"
 
-    cause = await _rejected_update(perennial, agent, "ask", payload, update_id)
+    cause = await rejected_update(perennial, agent, "ask", payload, update_id=update_id)
     assert cause.type == "InvalidMessage"
     assert expect in cause.message
 
@@ -134,7 +122,7 @@ async def test_other_update_validators_reject_bad_requests_before_history(
     agent = await _agent_with_one_note(perennial)
     before = await agent.state_view()
     update_id = f"bad-{update}"
-    cause = await _rejected_update(perennial, agent, update, payload, update_id)
+    cause = await rejected_update(perennial, agent, update, payload, update_id=update_id)
     assert cause.type == error_type
     assert await agent.state_view() == before
     accepted = accepted_updates(await history(agent, perennial.client))

@@ -13,7 +13,7 @@ from temporalio.worker import Worker
 import tests.agents  # noqa: F401  (registers the test agent types before a worker is built)
 from perennial.client import AgentHandle, AgentNotFound, AgentStopped, Perennial
 from tests.conftest import eventually
-from tests.entity_support import history, unique
+from tests.support import history, unique
 
 
 async def test_state_of_an_agent_that_never_existed_is_not_found(perennial: Perennial) -> None:

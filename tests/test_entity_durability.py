@@ -20,7 +20,7 @@ from perennial.worker import build_worker
 from perennial.workflows.entity import NEXT_TASK_ACTIVITY
 from tests.agents import SlowAgent
 from tests.conftest import WorkerProcess, eventually
-from tests.entity_support import (
+from tests.support import (
     TASK_COMPLETED,
     history,
     signals,

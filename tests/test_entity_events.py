@@ -11,7 +11,7 @@ from temporalio.worker import Worker
 import tests.agents  # noqa: F401  (registers the test agent types before a worker is built)
 from perennial.client import AgentHandle, Event, EventsMissed, Perennial
 from tests.conftest import eventually
-from tests.entity_support import accepted_updates, history, unique
+from tests.support import accepted_updates, history, unique
 
 
 async def test_events_pages_by_offset_with_a_limit(perennial: Perennial, worker: Worker) -> None:

@@ -10,7 +10,7 @@ from temporalio.worker import Worker
 import tests.agents  # noqa: F401  (registers the test agent types before a worker is built)
 from perennial.client import AgentHandle, AskReply, EventsPage, Perennial
 from tests.conftest import eventually
-from tests.entity_support import (
+from tests.support import (
     history,
     run_histories,
     signals,

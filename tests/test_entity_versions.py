@@ -8,7 +8,7 @@ from temporalio.worker import Worker
 import tests.agents  # noqa: F401  (registers the test agent types before a worker is built)
 from perennial.client import Perennial, TurnFailed, VersionNotKept
 from tests.agents import BOOM, FLAKY, FlakyAgent
-from tests.entity_support import accepted_updates, history, unique
+from tests.support import accepted_updates, history, unique
 
 
 async def test_a_failed_turn_restores_the_state_and_says_so(

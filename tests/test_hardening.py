@@ -26,7 +26,15 @@ from temporalio.worker import Worker
 import tests.agents  # noqa: F401  (registers the test agent types before a worker is built)
 from perennial.client import AgentBusy, AgentHandle, AgentStopped, Perennial
 from tests.conftest import eventually
-from tests.entity_support import history, unique, worker_task_failures
+from tests.support import (
+    accepted_updates,
+    history,
+    rejected_update,
+    rejections,
+    run_histories,
+    unique,
+    worker_task_failures,
+)
 
 
 def _raw(data: bytes, encoding: bytes | None = b"json/plain") -> RawValue:
@@ -40,22 +48,8 @@ async def _new_agent(perennial: Perennial, agent_type: str = "notes") -> AgentHa
     return agent
 
 
-async def _rejections(agent: AgentHandle) -> list[str]:
-    return [e.error for e in (await agent.events(limit=1000)).events if e.kind == "rejected"]
-
-
 async def _no_task_ever_failed(perennial: Perennial, agent: AgentHandle) -> None:
     assert worker_task_failures(await history(agent, perennial.client)) == []
-
-
-async def _rejected_update(
-    perennial: Perennial, agent: AgentHandle, update: str, *args: Any
-) -> ApplicationError:
-    handle = perennial.client.get_workflow_handle(agent.id)
-    with pytest.raises(WorkflowUpdateFailedError) as failed:
-        await handle.execute_update(update, args=list(args))
-    assert isinstance(failed.value.cause, ApplicationError)
-    return failed.value.cause
 
 
 # --------------------------------------------------------------------------- 2, 3: long ids
@@ -71,7 +65,7 @@ async def test_a_reply_to_with_an_id_over_the_servers_limit_is_rejected_not_a_we
         {"text": "hi", "reply_to": {"asker_id": "x" * 1001, "correlation_id": "c"}},
     )
     assert (await agent.ask("still here")).version == 2
-    [rejected] = await _rejections(agent)
+    [rejected] = await rejections(agent)
     assert "reply_to.asker_id" in rejected and "x" * 100 not in rejected  # no echo
     await _no_task_ever_failed(perennial, agent)
 
@@ -86,7 +80,7 @@ async def test_a_subscriber_id_over_the_servers_limit_is_rejected_not_a_wedge(
     )
     await agent.send("change")  # would have reported to the bad id
     assert (await agent.ask("still here")).version == 3
-    [rejected] = await _rejections(agent)
+    [rejected] = await rejections(agent)
     assert "subscriber_id" in rejected
     await _no_task_ever_failed(perennial, agent)
 
@@ -215,8 +209,6 @@ async def test_a_burst_of_large_messages_through_the_client_switches_runs_and_lo
 
 
 async def _runs(perennial: Perennial, agent: AgentHandle) -> int:
-    from tests.entity_support import run_histories
-
     return len(await run_histories(perennial.client, agent.id))
 
 
@@ -242,8 +234,6 @@ async def test_a_flood_of_the_largest_valid_signals_never_reaches_the_history_li
 
 
 async def _run_sizes(perennial: Perennial, agent: AgentHandle) -> list[int]:
-    from tests.entity_support import run_histories
-
     return [sum(e.ByteSize() for e in run) for run in await run_histories(perennial.client, agent.id)]
 
 
@@ -283,7 +273,7 @@ async def test_signals_too_large_for_a_signal_are_rejected_and_say_how_to_send_t
     handle = perennial.client.get_workflow_handle(agent.id)
     await handle.signal("message", {"text": "big", "data": "d" * 120_000})
     assert (await agent.ask("next")).version == 2
-    [rejected] = await _rejections(agent)
+    [rejected] = await rejections(agent)
     assert "by signal" in rejected and "update `send`" in rejected
 
 
@@ -318,7 +308,7 @@ async def test_long_polls_are_bounded_in_number_and_time(
     perennial: Perennial, worker: Worker
 ) -> None:
     agent = await _new_agent(perennial)
-    cause = await _rejected_update(perennial, agent, "wait_events", {"after": 0, "timeout_seconds": 600})
+    cause = await rejected_update(perennial, agent, "wait_events", {"after": 0, "timeout_seconds": 600})
     assert cause.type == "InvalidRequest" and "timeout_seconds" in cause.message
     handle = perennial.client.get_workflow_handle(agent.id)
     waiting = [
@@ -328,7 +318,7 @@ async def test_long_polls_are_bounded_in_number_and_time(
         for _ in range(3)
     ]
     await eventually(lambda: _waiters_admitted(perennial, agent, 3))
-    cause = await _rejected_update(perennial, agent, "wait_events", {"after": 99})
+    cause = await rejected_update(perennial, agent, "wait_events", {"after": 99})
     assert cause.type == "AgentBusy"
     with pytest.raises(AgentBusy):
         await agent.wait_events(after=99, timeout=1)
@@ -337,8 +327,6 @@ async def test_long_polls_are_bounded_in_number_and_time(
 
 
 async def _waiters_admitted(perennial: Perennial, agent: AgentHandle, count: int) -> bool:
-    from tests.entity_support import accepted_updates
-
     accepted = accepted_updates(await history(agent, perennial.client))
     return sum(u.name == "wait_events" for u in accepted) >= count
 
@@ -387,7 +375,7 @@ async def test_undecodable_message_signals_become_rejected_events(
     await handle.signal("message")  # no argument at all
     await handle.signal("no_such_signal", {"text": "a"})
     assert (await agent.ask("still here")).version == 2
-    rejected = await _rejections(agent)
+    rejected = await rejections(agent)
     assert len(rejected) == len(_UNDECODABLE) + 3
     assert any("takes one argument, got 2" in r for r in rejected)
     assert any("missing argument" in r for r in rejected)
@@ -401,7 +389,7 @@ async def test_undecodable_asks_get_a_typed_rejection(
 ) -> None:
     agent = await _new_agent(perennial)
     args = [] if case == "no argument" else [_UNDECODABLE[case]]
-    cause = await _rejected_update(perennial, agent, "ask", *args)
+    cause = await rejected_update(perennial, agent, "ask", *args)
     assert cause.type == "InvalidMessage", cause
     assert (await agent.ask("still here")).version == 2
 
@@ -411,7 +399,7 @@ async def test_rollback_versions_are_strict_integers(
     perennial: Perennial, worker: Worker, version: Any
 ) -> None:
     agent = await _new_agent(perennial)
-    cause = await _rejected_update(perennial, agent, "rollback", {"version": version})
+    cause = await rejected_update(perennial, agent, "rollback", {"version": version})
     assert cause.type == "InvalidRequest"
 
 

@@ -12,30 +12,16 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 
 import tests.coordination_agents  # noqa: F401 - registers the test agent types
-from perennial.client import Perennial, Settings
+from perennial.client import Perennial
 from tests.conftest import eventually
-from tests.entity_support import history, unique, worker_task_failures
+from tests.support import has_events, has_note, history, notes, unique, worker_task_failures
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
+pytestmark = [
+    pytest.mark.asyncio(loop_scope="session"),
+    pytest.mark.agents(app=("tests.coordination_agents",)),
+]
 
 FORGED_TOKEN = "0" * 32
-
-
-@pytest.fixture
-def settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"app": ("tests.coordination_agents",)})
-
-
-async def _notes(agent) -> list[str]:  # type: ignore[no-untyped-def]
-    return list((await agent.state()).state.notes)
-
-
-async def _has(agent, note: str) -> bool:  # type: ignore[no-untyped-def]
-    return note in await _notes(agent)
-
-
-async def _rejections(agent) -> list[str]:  # type: ignore[no-untyped-def]
-    return [e.error for e in (await agent.events(limit=1000)).events if e.kind == "rejected"]
 
 
 @pytest.mark.usefixtures("worker")
@@ -50,16 +36,12 @@ async def test_a_strangers_answer_is_not_taken_for_the_asked_agents(perennial: P
         forged = {"correlation_id": pending["correlation_id"], "from_id": pending["target_id"],
                   "status": "answered", "reply": "forged answer", "token": token}  # fmt: skip
         await handle.signal("agent_reply", forged)
-    await eventually(lambda: _rejection_count(asker, 2))
-    assert not any("forged" in note for note in await _notes(asker))
+    await eventually(lambda: has_events(asker, "rejected", 2))
+    assert not any("forged" in note for note in await notes(asker))
     # The real answer still wakes the asker, once.
     await perennial.client.get_workflow_handle(f"test_child/{name}").signal("release")
-    await eventually(lambda: _has(asker, f"answered test_child/{name}: done: wait for me"))
+    await eventually(lambda: has_note(asker, f"answered test_child/{name}: done: wait for me"))
     assert (await asker.state()).state.counter == 1
-
-
-async def _rejection_count(agent, count: int) -> bool:  # type: ignore[no-untyped-def]
-    return len(await _rejections(agent)) >= count
 
 
 @pytest.mark.usefixtures("worker")
@@ -75,11 +57,11 @@ async def test_a_forged_child_report_is_ignored_and_the_real_one_applied(
     forged = {"child_id": record["child_id"], "task_id": record["task_id"],
               "status": "completed", "result": "forged result", "token": FORGED_TOKEN}  # fmt: skip
     await handle.signal("child_finished", forged)
-    await eventually(lambda: _rejection_count(parent, 1))
+    await eventually(lambda: has_events(parent, "rejected"))
     assert len(await handle.query("children")) == 1  # still in flight
     await perennial.client.get_workflow_handle(record["child_id"]).signal("release")
-    await eventually(lambda: _has(parent, f"completed {record['child_id']}: done: wait here"))
-    assert not any("forged" in note for note in await _notes(parent))
+    await eventually(lambda: has_note(parent, f"completed {record['child_id']}: done: wait here"))
+    assert not any("forged" in note for note in await notes(parent))
 
 
 @pytest.mark.usefixtures("worker")
@@ -98,7 +80,7 @@ async def test_strangers_cannot_subscribe_other_workflows(perennial: Perennial) 
     ))  # fmt: skip
     for i in range(10):
         await target.send(f"change {i}")
-    await eventually(lambda: _rejection_count(target, 200), timeout=60)
+    await eventually(lambda: has_events(target, "rejected", 200), timeout=60)
     assert (await handle.query("subscriptions"))["observed_by"] == []
     events = await history(target, perennial.client)
     signalled = [
@@ -137,10 +119,10 @@ async def test_a_forged_change_notice_is_ignored(perennial: Perennial) -> None:
     forged = {"peer_id": f"notes/{name}", "version": 99, "last_offset": 99,
               "changed_at": "2026-01-01T00:00:00Z", "token": FORGED_TOKEN}  # fmt: skip
     await handle.signal("peer_changed", forged)
-    await eventually(lambda: _rejection_count(observer, 1))
-    assert not any("v99" in note for note in await _notes(observer))
+    await eventually(lambda: has_events(observer, "rejected"))
+    assert not any("v99" in note for note in await notes(observer))
     await perennial.agent("notes", name).send("a real change")
-    await eventually(lambda: _has(observer, f"changed notes/{name} v2"))
+    await eventually(lambda: has_note(observer, f"changed notes/{name} v2"))
 
 
 @pytest.mark.usefixtures("worker")

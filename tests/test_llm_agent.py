@@ -17,25 +17,17 @@ from temporalio.client import Client
 from perennial.client import Perennial, Settings, TurnFailed
 from perennial.testing.scripted_llm import ScriptedLLM, call, error, text, tool_calls, usage
 from perennial.workflows.llm import LLMState
-from tests.conftest import with_scripted_llm
 from tests.llm_agents import MODEL
+from tests.support import event_kinds
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-@pytest.fixture
-def settings(settings: Settings, scripted_llm: ScriptedLLM) -> Settings:
-    """This test's settings, with the worker's model endpoint at the scripted server."""
-    return with_scripted_llm(settings, scripted_llm, "tests.llm_agents")
+pytestmark = [
+    pytest.mark.asyncio(loop_scope="session"),
+    pytest.mark.agents(app=("tests.llm_agents",), llm=True),
+]
 
 
 def _name(request: pytest.FixtureRequest) -> str:
     return request.node.name.replace("[", "-").replace("]", "")
-
-
-async def _kinds(agent, after: int = 0) -> list[str]:  # type: ignore[no-untyped-def]
-    page = await agent.events(after=after, limit=1000)
-    return [e.kind for e in page.events]
 
 
 async def test_plain_reply(
@@ -59,7 +51,7 @@ async def test_plain_reply(
     assert [item.role for item in state.context] == ["user", "assistant"]
     assert state.usage.total_tokens == 14
     assert state.usage.model_calls == 1
-    assert await _kinds(agent) == ["received", "run_started", "step", "text", "turn"]
+    assert await event_kinds(agent) == ["received", "run_started", "step", "text", "turn"]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -352,7 +344,7 @@ async def test_step_limit_fails_the_turn_and_rolls_everything_back(
     view = await agent.state_view()
     assert view.version == 0
     assert view.state == LLMState().model_dump(mode="json")  # memory, context and usage
-    kinds = await _kinds(agent)
+    kinds = await event_kinds(agent)
     assert kinds.count("tool_call") == 4  # the last step's tools never ran
     assert kinds[-2:] == ["error", "turn_failed"]
 

@@ -11,15 +11,9 @@ from perennial.client.assistant_demo import run_assistant_demo
 from perennial.testing.scripted_llm import ScriptedLLM, call, text, tool_calls, usage
 from perennial.workflows.assistant import INSTRUCTIONS
 from perennial.workflows.registry import agent_types
-from tests.conftest import with_scripted_llm
 from tests.histories.record_llm import assistant_scenario
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-@pytest.fixture
-def settings(settings: Settings, scripted_llm: ScriptedLLM) -> Settings:
-    return with_scripted_llm(settings, scripted_llm)
+pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.agents(llm=True)]
 
 
 async def test_the_assistant_remembers_through_the_state_tools(

@@ -14,16 +14,14 @@ import pytest
 from temporalio.client import Client
 
 import tests.llm_agents  # noqa: F401  (registers the test agent types for the client)
-from perennial.client import Perennial, Settings
+from perennial.client import Perennial
 from perennial.testing.scripted_llm import ScriptedLLM, call, text, tool_calls
-from tests.conftest import WorkerProcess, with_scripted_llm
+from tests.conftest import WorkerProcess
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-@pytest.fixture
-def settings(settings: Settings, scripted_llm: ScriptedLLM) -> Settings:
-    return with_scripted_llm(settings, scripted_llm, "tests.llm_agents")
+pytestmark = [
+    pytest.mark.asyncio(loop_scope="session"),
+    pytest.mark.agents(app=("tests.llm_agents",), llm=True),
+]
 
 
 def _name(request: pytest.FixtureRequest) -> str:

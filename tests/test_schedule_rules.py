@@ -30,7 +30,7 @@ from perennial.workflows.schedules import (
     first_due,
     zone,
 )
-from tests.entity_support import unique
+from tests.support import unique
 
 NOW = datetime(2026, 5, 1, 12, 0, 0, 250_000, tzinfo=UTC)
 HORIZON = timedelta(seconds=MAX_SCHEDULE_SECONDS)

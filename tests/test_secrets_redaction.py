@@ -26,7 +26,8 @@ from perennial.client import Perennial, Settings, TurnFailed
 from perennial.client.logging import log_formatter
 from perennial.testing.scripted_llm import ScriptedLLM, call, error, text, tool_calls
 from perennial.worker import build_worker
-from tests.conftest import with_scripted_llm
+
+pytestmark = pytest.mark.agents(app=("tests.llm_agents",), llm=True)
 
 _ALPHABET = string.ascii_letters + string.digits
 
@@ -151,10 +152,9 @@ def key() -> str:
 
 
 @pytest.fixture
-def settings(settings: Settings, scripted_llm: ScriptedLLM, key: str) -> Settings:
-    """The scripted model endpoint, and a worker key the endpoint echoes back."""
-    llm = with_scripted_llm(settings, scripted_llm, "tests.llm_agents")
-    return llm.model_copy(update={"openai_api_key": SecretStr(key)})
+def settings(settings: Settings, key: str) -> Settings:
+    """A worker key the scripted model endpoint (the module's marker) echoes back."""
+    return settings.model_copy(update={"openai_api_key": SecretStr(key)})
 
 
 async def _history_text(client: Client, workflow_id: str) -> str:

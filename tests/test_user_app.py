@@ -14,7 +14,7 @@ from perennial.client import TurnFailed
 from perennial.client.agents import AgentState
 from perennial.testing import AgentTestEnv
 from tests.conftest import ROOT
-from tests.entity_support import unique
+from tests.support import unique
 
 
 async def _cli(address: str, task_queue: str, *args: str) -> tuple[int, str, str]:

@@ -17,7 +17,7 @@ from perennial import sdk_internals
 from perennial.client import Perennial, Settings
 from tests.agents import WALL_CLOCK
 from tests.conftest import eventually
-from tests.entity_support import history, unique
+from tests.support import history, unique
 
 
 async def test_agent_code_still_runs_inside_the_sandbox(

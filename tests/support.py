@@ -1,5 +1,6 @@
-"""Helpers for the entity tests: read an agent's Temporal history (every run of it), unique
-agent names. The history is the ground truth the tests compare the agent's state against."""
+"""Helpers the tests share: unique agent names, what an agent shows through its queries (notes,
+events, rejections), and its Temporal history (every run of it), the ground truth the tests
+compare the agent's state against."""
 
 from __future__ import annotations
 
@@ -8,11 +9,15 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
 from temporalio.api.history.v1 import HistoryEvent
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
 
-from perennial.client import AgentHandle
+from perennial.client import AgentHandle, AgentNotFound, Perennial
+from perennial.workflows.messages import RejectedEvent, TurnEvent
+from perennial.workflows.notes import NotesState
 
 SIGNALED = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
 UPDATE_ACCEPTED = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
@@ -21,9 +26,85 @@ STARTED = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED
 TASK_FAILED = EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
 TASK_COMPLETED = EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
 
+#: Worker modules that register the LLM and coordination test agent types.
+COORDINATION_MODULES = ("tests.llm_agents", "tests.coordination_agents")
+
+
+# --------------------------------------------------------------------------- names
+
 
 def unique(prefix: str = "a") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def dashed_name(request: pytest.FixtureRequest) -> str:
+    """An agent name from the test's name."""
+    return request.node.name.replace("_", "-")
+
+
+# --------------------------------------------------------------------------- what an agent shows
+
+
+async def notes(agent: AgentHandle) -> list[str]:
+    """The notes of an agent whose state is `NotesState`; none while it does not exist yet
+    (another agent creates it)."""
+    try:
+        state = (await agent.state()).state
+    except AgentNotFound:
+        return []
+    assert isinstance(state, NotesState), state
+    return list(state.notes)
+
+
+async def has_note(agent: AgentHandle, note: str) -> bool:
+    return note in await notes(agent)
+
+
+async def has_note_starting(agent: AgentHandle, prefix: str) -> bool:
+    return any(n.startswith(prefix) for n in await notes(agent))
+
+
+async def event_kinds(agent: AgentHandle) -> list[str]:
+    """The kind of each event in the agent's log, oldest first."""
+    return [e.kind for e in (await agent.events(limit=1000)).events]
+
+
+async def has_events(agent: AgentHandle, kind: str, count: int = 1) -> bool:
+    """At least `count` events of `kind` (`turn`, `continued_as_new`, ...) in the agent's log."""
+    return (await event_kinds(agent)).count(kind) >= count
+
+
+async def turns(agent: AgentHandle) -> list[TurnEvent]:
+    return [e for e in (await agent.events(limit=1000)).events if isinstance(e, TurnEvent)]
+
+
+async def rejections(agent: AgentHandle) -> list[str]:
+    """The errors of the signals the agent rejected (signals cannot be refused)."""
+    page = await agent.events(limit=1000)
+    return [e.error for e in page.events if isinstance(e, RejectedEvent)]
+
+
+async def busy(agent: AgentHandle) -> bool:
+    """The agent is inside a turn; false while it does not exist yet."""
+    try:
+        return (await agent.state_view()).busy
+    except AgentNotFound:
+        return False
+
+
+async def rejected_update(
+    perennial: Perennial, agent: AgentHandle, update: str, *args: Any, update_id: str | None = None
+) -> ApplicationError:
+    """Send the raw update, which must be refused: the error the agent raised."""
+    handle = perennial.client.get_workflow_handle(agent.id)
+    with pytest.raises(WorkflowUpdateFailedError) as failed:
+        await handle.execute_update(update, args=list(args), id=update_id)
+    cause = failed.value.cause
+    assert isinstance(cause, ApplicationError)
+    return cause
+
+
+# --------------------------------------------------------------------------- history
 
 
 @dataclass
@@ -106,7 +187,10 @@ def task_failure_causes(events: list[HistoryEvent]) -> list[str]:
 #: Workflow task failures the server causes under load and the agent recovers from: a task
 #: force-closed by a flood of signals, a continue-as-new raced by new messages.
 SERVER_RECOVERED_CAUSES = frozenset(
-    {"WORKFLOW_TASK_FAILED_CAUSE_FORCE_CLOSE_COMMAND", "WORKFLOW_TASK_FAILED_CAUSE_UNHANDLED_COMMAND"}
+    {
+        "WORKFLOW_TASK_FAILED_CAUSE_FORCE_CLOSE_COMMAND",
+        "WORKFLOW_TASK_FAILED_CAUSE_UNHANDLED_COMMAND",
+    }
 )
 
 
