@@ -6,9 +6,9 @@ Blocks are marked with an HTML comment just above them:
     <!-- readme-test: run -->           a Python script, or shell commands, run as printed
     <!-- readme-test: pytest PATH -->   a test file, run with pytest in the reader's project
 
-The reader's project is a temporary directory holding the `file` blocks; a worker runs its
-agent types on the task queue the README's commands use (`perennial`), on the session's dev
-server, which the commands reach through TEMPORAL_ADDRESS.
+The reader's project is a temporary directory holding the `file` blocks; a worker process
+runs its agent types on the task queue the README's commands use (`perennial`), on the
+session's dev server, which the commands reach through TEMPORAL_ADDRESS.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from pathlib import Path
 import pytest
 
 from perennial.client import Settings
-from perennial.testing import AgentTestEnv
 from tests.conftest import ROOT
 
 _BLOCK = re.compile(
@@ -66,22 +65,26 @@ def _write_project(root: Path) -> list[str]:
 async def test_the_readme_runs_as_written(perennial_server: Settings, tmp_path: Path) -> None:
     modules = _write_project(tmp_path)
     assert "myapp.agents" in modules
-    sys.path.insert(0, str(tmp_path))
     env = {**os.environ, "TEMPORAL_ADDRESS": perennial_server.address,
            "PYTHONPATH": str(tmp_path), "PERENNIAL_LOG_LEVEL": "WARNING"}  # fmt: skip
-    env.pop("PERENNIAL_TASK_QUEUE", None)
+    env.pop("PERENNIAL_TASK_QUEUE", None)  # the README's commands use the default, `perennial`
+    # The reader's worker, in a process of its own (its agent types stay out of this one's).
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "perennial.client.cli", "--app", ",".join(modules), "worker",
+        cwd=tmp_path, env=env,
+    )  # fmt: skip
     try:
-        async with AgentTestEnv(app=modules, settings=perennial_server, task_queue="perennial"):
-            for marker, lang, body in _blocks():
-                if marker != "run":
-                    continue
-                if lang == "python":
-                    await _run([sys.executable, "-c", body], env)
-                else:
-                    for command in _commands(body):
-                        await _run(["bash", "-c", command], env)
+        for marker, lang, body in _blocks():
+            if marker != "run":
+                continue
+            if lang == "python":
+                await _run([sys.executable, "-c", body], env)
+            else:
+                for command in _commands(body):
+                    await _run(["bash", "-c", command], env)
     finally:
-        sys.path.remove(str(tmp_path))
+        worker.terminate()
+        await worker.wait()
 
 
 async def _run(command: list[str], env: dict[str, str]) -> None:
