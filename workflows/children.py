@@ -64,6 +64,7 @@ from perennial.workflows.messages import (
     ChildStatus,
     Message,
     TaskAssignment,
+    clip,
     preview,
 )
 from perennial.workflows.parts import AgentContext, Part, SignalHandler
@@ -260,8 +261,8 @@ class Children(Part):
             child_id=self._ctx.agent_id,
             task_id=task.task_id,
             status=status,
-            result=_cut(result),
-            error=_cut(error),
+            result=clip(result),
+            error=clip(error),
             error_type=error_type[:200] if error_type else None,
             token=task.token,
         )
@@ -282,12 +283,6 @@ class Children(Part):
 def _public(record: ChildInFlight) -> ChildRecord:
     """The record as queries and agent code see it: without the token."""
     return ChildRecord.model_construct(**record.model_dump(exclude={"token"}))
-
-
-def _cut(text: str | None) -> str | None:
-    from perennial.workflows.messages import MAX_TEXT_CHARS
-
-    return text if text is None or len(text) <= MAX_TEXT_CHARS else text[:MAX_TEXT_CHARS]
 
 
 def _status_of(cause: BaseException | None) -> tuple[ChildStatus, str]:

@@ -776,6 +776,12 @@ Event = Annotated[
 ]
 
 
+def clip(text: str | None) -> str | None:
+    """A text another agent is sent back (a reply, a result, an error), cut to what
+    `ReportText` accepts, so the signal carrying it is never refused."""
+    return text if text is None or len(text) <= MAX_TEXT_CHARS else text[:MAX_TEXT_CHARS]
+
+
 def preview(text: str | None) -> str | None:
     """Shorten a text for the event log (the inbox keeps the whole text)."""
     if text is None or len(text) <= EVENT_PREVIEW_CHARS:

@@ -43,7 +43,6 @@ from perennial.workflows.errors import (
     from_application_error,
 )
 from perennial.workflows.messages import (
-    MAX_TEXT_CHARS,
     AgentDelivery,
     AgentReply,
     AgentReplyEvent,
@@ -55,6 +54,7 @@ from perennial.workflows.messages import (
     PendingAsk,
     ReplyTo,
     SentToAgentEvent,
+    clip,
     preview,
 )
 from perennial.workflows.parts import AgentContext, Part, SignalHandler
@@ -275,10 +275,10 @@ class Messaging(Part):
             return
         if isinstance(outcome, AskReply):
             reply = AgentReply(correlation_id=reply_to.correlation_id, from_id=self._ctx.agent_id,
-                               status="answered", reply=_cut(outcome.reply), token=reply_to.token)  # fmt: skip
+                               status="answered", reply=clip(outcome.reply), token=reply_to.token)  # fmt: skip
         else:
             reply = AgentReply(correlation_id=reply_to.correlation_id, from_id=self._ctx.agent_id,
-                               status="failed", error=_cut(str(outcome)),
+                               status="failed", error=clip(str(outcome)),
                                error_type=outcome.error_type[:200], token=reply_to.token)  # fmt: skip
         try:
             await workflow.get_external_workflow_handle(reply_to.asker_id).signal(
@@ -301,9 +301,6 @@ def _public(ask: AskInFlight) -> PendingAsk:
     """The ask as queries and agent code see it: without the token."""
     return PendingAsk.model_construct(**ask.model_dump(exclude={"token"}))
 
-
-def _cut(text: str | None) -> str | None:
-    return text if text is None or len(text) <= MAX_TEXT_CHARS else text[:MAX_TEXT_CHARS]
 
 
 def reply_prompt(wake: AgentReplyWake) -> str:
