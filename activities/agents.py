@@ -11,15 +11,15 @@ once by the receiving agent's duplicate suppression.
 from __future__ import annotations
 
 from temporalio import activity
-from temporalio.client import Client, WithStartWorkflowOperation, WorkflowQueryFailedError
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.service import RPCError
 
-from perennial.client.lifecycle import get_or_create
+from perennial.client.lifecycle import signal_with_start, update_with_start
 from perennial.workflows.errors import PerennialError, to_application_error
-from perennial.workflows.messages import AgentDelivery, AgentStart, SendReceipt, SubscriberCheck
+from perennial.workflows.messages import AgentDelivery, SendReceipt, SubscriberCheck
 from perennial.workflows.messaging import DELIVER_ACTIVITY
 from perennial.workflows.observing import CONFIRM_SUBSCRIBER_ACTIVITY, CONFIRM_SUBSCRIPTION_QUERY
+from perennial.workflows.registry import agent_class
 from perennial.workflows.visibility import agent_id
 
 
@@ -28,10 +28,6 @@ async def deliver_message(delivery: AgentDelivery) -> None:
     """Queue `message` into `{agent_type}/{name}`, creating the agent if needed. Messages the
     target type would refuse, and agents that were stopped, fail at once (non-retryable,
     typed); a message too large for a signal goes by update `send`."""
-    from perennial.workflows.registry import (
-        agent_class,  # the worker's registry, outside the sandbox
-    )
-
     message = delivery.message
     try:
         # A type this worker does not run would start an agent no worker ever runs.
@@ -41,32 +37,14 @@ async def deliver_message(delivery: AgentDelivery) -> None:
         raise to_application_error(err) from None
     client: Client = activity.client()
     target_id = agent_id(delivery.agent_type, delivery.name)
-    by_signal = target.fits_in_signal(message)
-
-    async def start(reuse: WorkflowIDReusePolicy) -> None:
-        options = {
-            "id": target_id,
-            "task_queue": delivery.task_queue,
-            "id_conflict_policy": WorkflowIDConflictPolicy.USE_EXISTING,
-            "id_reuse_policy": reuse,
-            "static_summary": f"{delivery.agent_type} agent {delivery.name!r}",
-        }
-        if by_signal:
-            await client.start_workflow(
-                delivery.agent_type,
-                AgentStart().wire(),
-                start_signal="message",
-                start_signal_args=[message],
-                **options,  # type: ignore[arg-type]
-            )
-            return
-        operation = WithStartWorkflowOperation(delivery.agent_type, AgentStart().wire(), **options)  # type: ignore[arg-type]
-        await client.execute_update_with_start_workflow(
-            "send", message, start_workflow_operation=operation, result_type=SendReceipt
-        )
-
+    where = {"agent_type": delivery.agent_type, "name": delivery.name,
+             "task_queue": delivery.task_queue}  # fmt: skip
     try:
-        await get_or_create(client, target_id, start)
+        if target.fits_in_signal(message):
+            await signal_with_start(client, **where, signal="message", arg=message)
+        else:
+            await update_with_start(client, **where, update="send", arg=message,
+                                    result_type=SendReceipt)  # fmt: skip
     except PerennialError as err:  # AgentStopped: the sender's turn learns it, typed
         raise to_application_error(err) from None
     activity.logger.info("delivered %s from %s to %s", message.id, delivery.sender_id, target_id)

@@ -25,20 +25,22 @@ from pydantic import BaseModel, ConfigDict, JsonValue, TypeAdapter, ValidationEr
 from temporalio.api.errordetails.v1 import MultiOperationExecutionFailure, WorkflowNotReadyFailure
 from temporalio.client import (
     Client,
-    WithStartWorkflowOperation,
     WorkflowExecutionStatus,
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from perennial.client.connection import connect
-from perennial.client.lifecycle import Recovery, get_or_create, recover
+from perennial.client.lifecycle import (
+    Recovery,
+    recover,
+    signal_with_start,
+    update_with_start,
+)
 from perennial.client.settings import Settings
-from perennial.sdk_internals import collect_start_outcome
 from perennial.workflows.entity import AgentWorkflow
 from perennial.workflows.errors import (
     AgentBusy,
@@ -54,7 +56,6 @@ from perennial.workflows.errors import (
 )
 from perennial.workflows.messages import (
     AgentName,
-    AgentStart,
     AgentTypeName,
     AskReply,
     CancelScheduleRequest,
@@ -280,45 +281,17 @@ class AgentHandle:
         message = parse_input(Message, raw, error=InvalidMessage)
         return self._agent.check_message(message, self.agent_type)
 
-    def _start_args(self, reuse: WorkflowIDReusePolicy) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "task_queue": self._settings.task_queue,
-            "id_conflict_policy": WorkflowIDConflictPolicy.USE_EXISTING,
-            "id_reuse_policy": reuse,
-            # Shown in the Web UI's workflow list and header.
-            "static_summary": f"{self.agent_type} agent {self.name!r}",
-        }
-
     async def _update_with_start(self, update: str, arg: BaseModel, result_type: type[T]) -> T:
-        """Update the agent, creating it if needed (never re-creating a stopped one)."""
-
-        async def call(reuse: WorkflowIDReusePolicy) -> T:
-            # A start operation is single-use: a new one for every call.
-            start = WithStartWorkflowOperation(
-                self.agent_type, AgentStart().wire(), **self._start_args(reuse)
-            )
-            try:
-                return await self._client.execute_update_with_start_workflow(
-                    update, arg, start_workflow_operation=start, result_type=result_type
-                )
-            except BaseException:
-                collect_start_outcome(start)
-                raise
-
-        return await get_or_create(self._client, self.id, call)
+        return await update_with_start(
+            self._client, agent_type=self.agent_type, name=self.name,
+            task_queue=self._settings.task_queue, update=update, arg=arg, result_type=result_type,
+        )  # fmt: skip
 
     async def _signal_with_start(self, signal: str, arg: BaseModel) -> None:
-        async def call(reuse: WorkflowIDReusePolicy) -> None:
-            await self._client.start_workflow(
-                self.agent_type,
-                AgentStart().wire(),
-                start_signal=signal,
-                start_signal_args=[arg],
-                **self._start_args(reuse),
-            )
-
-        await get_or_create(self._client, self.id, call)
+        await signal_with_start(
+            self._client, agent_type=self.agent_type, name=self.name,
+            task_queue=self._settings.task_queue, signal=signal, arg=arg,
+        )  # fmt: skip
 
     async def _get_or_create(
         self, existing: Callable[[], Awaitable[T]], with_start: Callable[[], Awaitable[T]]

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from temporalio.api.common.v1 import Payload, WorkflowExecution
 from temporalio.api.enums.v1 import EventType, ResetReapplyExcludeType
@@ -31,12 +31,17 @@ from temporalio.api.workflowservice.v1 import (
     GetWorkflowExecutionHistoryReverseRequest,
     ResetWorkflowExecutionRequest,
 )
-from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.common import RawValue, WorkflowIDReusePolicy
+from temporalio.client import Client, WithStartWorkflowOperation, WorkflowExecutionStatus
+from temporalio.common import RawValue, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from perennial.sdk_internals import collect_start_outcome
+from perennial.workflows.entity import AgentWorkflow
 from perennial.workflows.errors import AgentNotFound, AgentStopped, InvalidRequest
+from perennial.workflows.messages import AgentStart
+from perennial.workflows.registry import AGENT_TYPES
+from perennial.workflows.visibility import agent_id
 
 T = TypeVar("T")
 
@@ -67,6 +72,64 @@ async def get_or_create(
             raise
     await check_restartable(client, workflow_id)
     return await start(WorkflowIDReusePolicy.ALLOW_DUPLICATE)
+
+
+def _start_options(
+    agent_type: str, name: str, task_queue: str, reuse: WorkflowIDReusePolicy
+) -> dict[str, Any]:
+    return {
+        "id": agent_id(agent_type, name),
+        "task_queue": task_queue,
+        "id_conflict_policy": WorkflowIDConflictPolicy.USE_EXISTING,
+        "id_reuse_policy": reuse,
+        # Shown in the Web UI's workflow list and header.
+        "static_summary": f"{agent_type} agent {name!r}",
+    }
+
+
+async def signal_with_start(
+    client: Client, *, agent_type: str, name: str, task_queue: str, signal: str, arg: Any
+) -> None:
+    """Signal the agent, creating it if needed (never re-creating a stopped one)."""
+
+    async def call(reuse: WorkflowIDReusePolicy) -> None:
+        await client.start_workflow(
+            agent_type,
+            AgentStart().wire(),
+            start_signal=signal,
+            start_signal_args=[arg],
+            **_start_options(agent_type, name, task_queue, reuse),
+        )
+
+    await get_or_create(client, agent_id(agent_type, name), call)
+
+
+async def update_with_start(
+    client: Client,
+    *,
+    agent_type: str,
+    name: str,
+    task_queue: str,
+    update: str,
+    arg: Any,
+    result_type: type[T],
+) -> T:
+    """Update the agent, creating it if needed (never re-creating a stopped one)."""
+
+    async def call(reuse: WorkflowIDReusePolicy) -> T:
+        # A start operation is single-use: a new one for every call.
+        start = WithStartWorkflowOperation(
+            agent_type, AgentStart().wire(), **_start_options(agent_type, name, task_queue, reuse)
+        )
+        try:
+            return await client.execute_update_with_start_workflow(
+                update, arg, start_workflow_operation=start, result_type=result_type
+            )
+        except BaseException:
+            collect_start_outcome(start)
+            raise
+
+    return await get_or_create(client, agent_id(agent_type, name), call)
 
 
 async def check_restartable(client: Client, workflow_id: str) -> None:
@@ -134,19 +197,17 @@ async def recover(client: Client, workflow_id: str, *, reason: str = "perennial 
         later = [e async for e in _signals_after(client, workflow_id, run_id, reset_point)]
         return Recovery(new_run, len(later), 0)
     new_run = await _reset(client, workflow_id, run_id, reset_point, reason, signals=False)
+    agent_type = workflow_id.partition("/")[0]
+    largest = AGENT_TYPES.get(agent_type, AgentWorkflow).max_signal_message_bytes
     sent = skipped = 0
     handle = client.get_workflow_handle(workflow_id)
     async for name, payloads in _signals_after(client, workflow_id, run_id, reset_point):
-        if len(payloads) != 1 or payloads[0].ByteSize() > RESEND_MAX_SIGNAL_BYTES:
+        if len(payloads) != 1 or len(payloads[0].data) > largest:
             skipped += 1
             continue
         await handle.signal(name, RawValue(payloads[0]))
         sent += 1
     return Recovery(new_run, sent, skipped)
-
-
-#: Signals larger than this are not sent again by a recovery: every agent refuses them.
-RESEND_MAX_SIGNAL_BYTES = 16 * 1024 + 512
 
 
 async def _reset_point(client: Client, workflow_id: str) -> tuple[str, int]:
@@ -207,4 +268,12 @@ async def _signals_after(
 _SIGNALED = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
 
 
-__all__ = ["RESTARTABLE_FAILURES", "Recovery", "check_restartable", "get_or_create", "recover"]
+__all__ = [
+    "RESTARTABLE_FAILURES",
+    "Recovery",
+    "check_restartable",
+    "get_or_create",
+    "recover",
+    "signal_with_start",
+    "update_with_start",
+]
