@@ -125,7 +125,7 @@ def main() -> None:
     configure_logging(
         fmt=settings.log_format,
         level=settings.log_level,
-        secrets=(settings.openai_api_key, settings.api_key),
+        secrets=settings.secrets,
     )
     if settings.embedded:
         settings = settings.model_copy(update={"temporal_address": settings.address})

@@ -26,7 +26,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from perennial.activities.heartbeat import heartbeating
-from perennial.activities.redaction import NO_REDACTION, Redactor
+from perennial.client.redaction import NO_REDACTION, Redactor
 from perennial.client.settings import Settings
 from perennial.workflows.llm.wire import (
     LLM_CONTEXT_QUERY,

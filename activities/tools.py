@@ -24,7 +24,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from perennial.activities.heartbeat import heartbeating
-from perennial.activities.redaction import Redactor
+from perennial.client.redaction import Redactor
 from perennial.client.settings import Settings
 from perennial.workflows.llm.tools import ActivityTool, ToolContext, ToolError, render_result
 from perennial.workflows.llm.wire import ToolActivityInput, ToolActivityResult, ToolFailureDetail

@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging(
         fmt=settings.log_format,
         level="WARNING" if quiet else settings.log_level,
-        secrets=(settings.openai_api_key, settings.api_key),
+        secrets=settings.secrets,
     )
     exit_process(_run(args, settings))
 

@@ -19,6 +19,8 @@ import structlog
 from pydantic import SecretStr
 from temporalio import workflow
 
+from perennial.client.redaction import Redactor
+
 _configured = False
 
 
@@ -112,13 +114,8 @@ def _shared() -> list[Any]:
 
 
 def _redactor(secrets: Iterable[SecretStr | str | None]) -> Callable[[str], str] | None:
-    secrets = [s for s in secrets if s]
-    if not secrets:
-        return None
-    # Imported here: the activities package pulls in `openai`, which a CLI without keys skips.
-    from perennial.activities.redaction import Redactor
-
-    return Redactor(secrets)
+    values = [s for s in secrets if s]
+    return Redactor(values) if values else None
 
 
 class _RedactSecrets:

@@ -92,6 +92,11 @@ class Settings(BaseModel):
         return value
 
     @property
+    def secrets(self) -> tuple[SecretStr, ...]:
+        """The secrets these settings hold: no log line, error text or history may show them."""
+        return tuple(s for s in (self.openai_api_key, self.api_key) if s is not None)
+
+    @property
     def llm_configured(self) -> bool:
         """True when an LLM endpoint is set (a base URL, or a key for the OpenAI API)."""
         return self.openai_base_url is not None or self.openai_api_key is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -33,9 +34,13 @@ def test_only_the_perennial_package_is_importable_from_outside_the_repository(
 
 
 def test_the_wheel_holds_one_package(tmp_path: Path) -> None:
+    # Built from a copy: setuptools writes build/ and egg-info into the tree it builds.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(
+        ".venv", ".git", "results", "__pycache__", ".perennial", "build", "*.egg-info"))  # fmt: skip
     done = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps",
-         "--disable-pip-version-check", "-q", "-w", str(tmp_path), str(ROOT)],
+         "--disable-pip-version-check", "-q", "-w", str(tmp_path), str(source)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

@@ -21,9 +21,9 @@ from temporalio.client import Client
 
 import tests.llm_agents  # noqa: F401  (registers the test agent types)
 from perennial.activities.llm import classify
-from perennial.activities.redaction import NO_REDACTION, REDACTED, Redactor
 from perennial.client import Perennial, Settings, TurnFailed
 from perennial.client.logging import log_formatter
+from perennial.client.redaction import NO_REDACTION, REDACTED, Redactor
 from perennial.testing.scripted_llm import ScriptedLLM, call, error, text, tool_calls
 from perennial.worker import build_worker
 

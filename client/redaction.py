@@ -72,7 +72,7 @@ class Redactor:
     @classmethod
     def from_settings(cls, settings: Settings) -> Redactor:
         """A redactor for the secrets in `settings`: the model API key and Temporal's."""
-        return cls(settings_secrets(settings))
+        return cls(settings.secrets)
 
     def __call__(self, text: str) -> str:
         """`text` with every secret, and every echo of one, replaced by `REDACTED`."""
@@ -89,10 +89,6 @@ class Redactor:
         """False when there is nothing to redact (a no-op redactor)."""
         return self._exact is not None or self._partial is not None
 
-
-def settings_secrets(settings: Settings) -> tuple[SecretStr, ...]:
-    """The secrets a `Settings` holds."""
-    return tuple(s for s in (settings.openai_api_key, settings.api_key) if s is not None)
 
 
 def _plain(secrets: Iterable[SecretStr | str | None]) -> set[str]:
@@ -122,4 +118,4 @@ def _forms(secret: str) -> tuple[str, ...]:
 #: Redacts nothing: the default where no settings are at hand.
 NO_REDACTION = Redactor(shapes=False)
 
-__all__ = ["NO_REDACTION", "REDACTED", "Redactor", "settings_secrets"]
+__all__ = ["NO_REDACTION", "REDACTED", "Redactor"]
