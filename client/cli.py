@@ -39,20 +39,37 @@ if TYPE_CHECKING:
 # imported once the arguments are parsed, so `perennial --help` answers at once.
 
 
+def _add_common_options(parser: argparse.ArgumentParser, default: object = None) -> None:
+    """The options every command takes, before or after the command's name."""
+    parser.add_argument(
+        "--json", action="store_true", default=default or False,
+        help="machine-readable output (errors too)",
+    )  # fmt: skip
+    for flag, kind, text in _COMMON_OPTIONS:
+        parser.add_argument(flag, type=kind, default=default, help=text)
+
+
+#: (flag, type, help) of the options every command takes (besides --json).
+_COMMON_OPTIONS: tuple[tuple[str, type, str], ...] = (
+    ("--app", str, "application modules to load, MODULE[,MODULE] (env PERENNIAL_APP)"),
+    ("--address", str, "Temporal server host:port (env TEMPORAL_ADDRESS)"),
+    ("--namespace", str, "Temporal namespace (env TEMPORAL_NAMESPACE)"),
+    ("--task-queue", str, "task queue (env PERENNIAL_TASK_QUEUE)"),
+    ("--state-dir", Path, "embedded server state (.perennial)"),
+    ("--db", Path, "embedded server SQLite file"),
+    ("--port", int, "embedded server gRPC port (7233)"),
+    ("--ui-port", int, "embedded Web UI port (gRPC port + 1000)"),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="perennial", description=__doc__.split("\n")[0])
-    parser.add_argument("--json", action="store_true", help="machine-readable output (errors too)")
-    parser.add_argument(
-        "--app", metavar="MODULE[,MODULE]", help="application modules to load (env PERENNIAL_APP)"
-    )
-    parser.add_argument("--address", help="Temporal server host:port (env TEMPORAL_ADDRESS)")
-    parser.add_argument("--namespace", help="Temporal namespace (env TEMPORAL_NAMESPACE)")
-    parser.add_argument("--task-queue", help="task queue (env PERENNIAL_TASK_QUEUE)")
-    parser.add_argument("--state-dir", type=Path, help="embedded server state (.perennial)")
-    parser.add_argument("--db", type=Path, help="embedded server SQLite file")
-    parser.add_argument("--port", type=int, help="embedded server gRPC port (7233)")
-    parser.add_argument("--ui-port", type=int, help="embedded Web UI port (gRPC port + 1000)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    _add_common_options(parser)
+    # The same options after a command's name (`perennial dev --app myapp`): suppressed
+    # defaults, so what was given before the name is kept.
+    common = argparse.ArgumentParser(add_help=False)
+    _add_common_options(common, default=argparse.SUPPRESS)
+    sub = _Commands(parser.add_subparsers(dest="command", required=True), common)
 
     for name, fn, helptext in (
         ("server", "cmd_server", "run the embedded Temporal dev server"),
@@ -167,6 +184,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=100)
     p.set_defaults(command_fn="cmd_list")
     return parser
+
+
+class _Commands:
+    """The subparsers, each taking the common options too."""
+
+    def __init__(self, actions: argparse._SubParsersAction[argparse.ArgumentParser],
+                 common: argparse.ArgumentParser) -> None:  # fmt: skip
+        self._actions = actions
+        self._common = common
+
+    def add_parser(self, name: str, **kwargs: object) -> argparse.ArgumentParser:
+        return self._actions.add_parser(name, parents=[self._common], **kwargs)  # type: ignore[arg-type]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -124,3 +125,23 @@ def test_the_quick_start_commands_exist(command: str) -> None:
     target = command.split()[1]
     done = subprocess.run(["make", "-n", target], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_every_perennial_command_the_readme_prints_parses() -> None:
+    """Commands the test cannot run (the long-running `dev`, say) are still parsed as
+    printed, so a flag in the wrong place cannot slip through."""
+    from perennial.client.cli import build_parser
+
+    parser = build_parser()
+    text = (ROOT / "README.md").read_text()
+    printed = [
+        command
+        for _, lang, body in _blocks()
+        if lang == "bash"
+        for command in _commands(body)
+        if command.startswith(".venv/bin/perennial ")
+    ] + re.findall(r"`(?:\.venv/bin/)?(perennial (?:dev|init|demo) [^`\[|]*)`", text)
+    assert any(" dev --app " in c for c in printed)
+    for command in printed:
+        words = shlex.split(command.split("#")[0])[1:]
+        parser.parse_args(words)
