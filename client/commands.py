@@ -249,6 +249,7 @@ async def cmd_init(args: argparse.Namespace, settings: Settings) -> None:
     human = "\n".join(
         [f"created {args.directory}/ with an agent type in {package}/agents.py. Next:",
          f"  cd {args.directory}",
+         "  pip install -e '.[test]'                  # it, and pytest for its tests",
          f"  perennial dev --app {package}.agents      # run it (server, worker, Web UI)",
          "  python -m pytest                          # test it"]
     )  # fmt: skip

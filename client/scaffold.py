@@ -42,6 +42,12 @@ _README = """\
 
 Agents on Perennial: each agent is a long-lived Temporal workflow, keyed by name.
 
+Set it up, in a virtualenv that has `perennial` (this application, and pytest for its tests):
+
+```bash
+pip install -e '.[test]'
+```
+
 Run it (an embedded Temporal dev server, a worker with this application's agent types, and
 the Web UI):
 

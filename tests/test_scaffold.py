@@ -23,6 +23,7 @@ def test_the_scaffold_passes_its_own_tests(tmp_path: Path) -> None:
     assert "perennial dev --app hello_app.agents" in done.stdout
     readme = (app / "README.md").read_text()
     assert "python -m pytest" in readme and "perennial dev --app hello_app.agents" in readme
+    assert "pip install -e '.[test]'" in readme
     tests = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
         cwd=app, capture_output=True, text=True, timeout=300,
