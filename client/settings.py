@@ -35,6 +35,16 @@ _ENV = {
     "openai_base_url": "OPENAI_BASE_URL",
     "openai_model": "OPENAI_MODEL",
     "app": "PERENNIAL_APP",
+    "gateway_host": "PERENNIAL_GATEWAY_HOST",
+    "gateway_port": "PERENNIAL_GATEWAY_PORT",
+    "gateway_tokens_file": "PERENNIAL_GATEWAY_TOKENS_FILE",
+    "gateway_jwt_secret": "PERENNIAL_GATEWAY_JWT_SECRET",
+    "gateway_jwt_public_key_file": "PERENNIAL_GATEWAY_JWT_PUBLIC_KEY_FILE",
+    "gateway_jwt_audience": "PERENNIAL_GATEWAY_JWT_AUDIENCE",
+    "gateway_jwt_issuer": "PERENNIAL_GATEWAY_JWT_ISSUER",
+    "gateway_cors_origins": "PERENNIAL_GATEWAY_CORS_ORIGINS",
+    "gateway_max_body_bytes": "PERENNIAL_GATEWAY_MAX_BODY_BYTES",
+    "gateway_max_unapplied": "PERENNIAL_GATEWAY_MAX_UNAPPLIED",
 }
 
 
@@ -84,9 +94,28 @@ class Settings(BaseModel):
     #: the client and the gateway (their agent types' limits and typed state).
     app: tuple[str, ...] = ()
 
-    @field_validator("app", mode="before")
+    #: The gateway (`perennial gateway`): where it listens. Bound to anything but loopback it
+    #: refuses to start without auth (a tokens file or a JWT key).
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = Field(default=8000, ge=0, le=65535)
+    #: Bearer tokens with their scopes (see perennial.client.gateway.auth for the format).
+    gateway_tokens_file: Path | None = None
+    #: JWT verification: an HS256 secret, or a PEM public key file (RS256/ES256/EdDSA).
+    gateway_jwt_secret: SecretStr | None = None
+    gateway_jwt_public_key_file: Path | None = None
+    gateway_jwt_audience: str | None = None
+    gateway_jwt_issuer: str | None = None
+    #: Browser origins allowed to call the gateway (comma-separated in the environment).
+    gateway_cors_origins: tuple[str, ...] = ()
+    #: Largest request body accepted (413 beyond).
+    gateway_max_body_bytes: int = Field(default=262_144, ge=1024)
+    #: Messages accepted through one gateway process for one agent and not applied yet: past
+    #: this, callers get 429 with Retry-After (the edge paces a flood, the agent never sees it).
+    gateway_max_unapplied: int = Field(default=100, ge=1)
+
+    @field_validator("app", "gateway_cors_origins", mode="before")
     @classmethod
-    def _split_modules(cls, value: object) -> object:
+    def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(m.strip() for m in value.split(",") if m.strip())
         return value
@@ -94,7 +123,8 @@ class Settings(BaseModel):
     @property
     def secrets(self) -> tuple[SecretStr, ...]:
         """The secrets these settings hold: no log line, error text or history may show them."""
-        return tuple(s for s in (self.openai_api_key, self.api_key) if s is not None)
+        held = (self.openai_api_key, self.api_key, self.gateway_jwt_secret)
+        return tuple(s for s in held if s is not None)
 
     @property
     def llm_configured(self) -> bool:
