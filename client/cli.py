@@ -1,11 +1,14 @@
 """`perennial`: run the server and worker, and talk to agents from a shell.
 
     perennial init my-app                 a new application: an agent type, its tests, a README
-    perennial dev                         embedded Temporal server + worker (Ctrl-C stops both)
+    perennial dev                         embedded Temporal server + worker + gateway (Ctrl-C stops)
+    perennial gateway [--host H] [--port P]  agents over HTTP, SSE and WebSocket (web apps)
+    perennial codec-server [--port P]     the Web UI decrypts encrypted payloads through it
     perennial server | worker             each on its own
     perennial demo [--exit] [--fresh]     dev, plus agents talking (--fresh: start over)
     perennial send notes/alice "buy milk"
     perennial ask notes/alice "what now?"
+    perennial call cart/home add_item --arg sku=apple --arg qty=2
     perennial state notes/alice
     perennial events notes/alice --follow
     perennial list --type notes
@@ -39,14 +42,18 @@ if TYPE_CHECKING:
 # imported once the arguments are parsed, so `perennial --help` answers at once.
 
 
-def _add_common_options(parser: argparse.ArgumentParser, default: object = None) -> None:
-    """The options every command takes, before or after the command's name."""
+def _add_common_options(
+    parser: argparse.ArgumentParser, default: object = None, *, skip: tuple[str, ...] = ()
+) -> None:
+    """The options every command takes, before or after the command's name (`skip`: those a
+    command uses for itself, e.g. a server's own `--port`)."""
     parser.add_argument(
         "--json", action="store_true", default=default or False,
         help="machine-readable output (errors too)",
     )  # fmt: skip
     for flag, kind, text in _COMMON_OPTIONS:
-        parser.add_argument(flag, type=kind, default=default, help=text)
+        if flag not in skip:
+            parser.add_argument(flag, type=kind, default=default, help=text)
 
 
 #: (flag, type, help) of the options every command takes (besides --json).
@@ -69,15 +76,20 @@ def build_parser() -> argparse.ArgumentParser:
     # defaults, so what was given before the name is kept.
     common = argparse.ArgumentParser(add_help=False)
     _add_common_options(common, default=argparse.SUPPRESS)
-    sub = _Commands(parser.add_subparsers(dest="command", required=True), common)
+    # A service's `--port` after its name is its own (`perennial gateway --port 8001`).
+    service = argparse.ArgumentParser(add_help=False)
+    _add_common_options(service, default=argparse.SUPPRESS, skip=("--port",))
+    sub = _Commands(parser.add_subparsers(dest="command", required=True), common, service)
 
     for name, fn, helptext in (
         ("server", "cmd_server", "run the embedded Temporal dev server"),
-        ("dev", "cmd_dev", "run the embedded server and a worker"),
-        ("demo", "cmd_demo", "run the server and a worker, and show agents talking"),
+        ("dev", "cmd_dev", "run the embedded server, a worker and the gateway"),
+        ("demo", "cmd_demo", "run the server, a worker and the gateway; show agents talking"),
     ):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("--headless", action="store_true", help="no Web UI")
+        if name != "server":
+            p.add_argument("--no-gateway", action="store_true", help="do not start the gateway")
         if name == "demo":
             p.add_argument("--exit", action="store_true", help="stop after the demo")
             p.add_argument(
@@ -87,6 +99,22 @@ def build_parser() -> argparse.ArgumentParser:
             )
         p.set_defaults(command_fn=fn)
     sub.add_parser("worker", help="run a worker").set_defaults(command_fn="cmd_worker")
+
+    p = sub.add_parser("gateway", service=True, help="serve agents over HTTP, SSE and WebSocket")
+    p.add_argument("--host", help="address to listen on (127.0.0.1; env PERENNIAL_GATEWAY_HOST)")
+    p.add_argument("--port", dest="gateway_port", type=int,
+                   help="port to listen on (8000; env PERENNIAL_GATEWAY_PORT)")  # fmt: skip
+    p.set_defaults(command_fn="cmd_gateway")
+
+    p = sub.add_parser("codec-server", service=True,
+                       help="decrypt payloads for the Web UI (Temporal's codec protocol)")  # fmt: skip
+    p.add_argument("--host", dest="codec_host",
+                   help="address to listen on (127.0.0.1; env PERENNIAL_CODEC_HOST)")  # fmt: skip
+    p.add_argument("--port", dest="codec_port", type=int,
+                   help="port to listen on (8081; env PERENNIAL_CODEC_PORT)")  # fmt: skip
+    p.add_argument("--new-key", metavar="ID",
+                   help="print a new key file line `ID:base64-key` and exit")  # fmt: skip
+    p.set_defaults(command_fn="cmd_codec_server")
 
     for name, fn in (("send", "cmd_send"), ("ask", "cmd_ask")):
         p = sub.add_parser(name, help=f"{name} a message (creates the agent if needed)")
@@ -98,6 +126,19 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "ask":
             p.add_argument("--timeout", type=float, default=60.0, help="seconds (60)")
         p.set_defaults(command_fn=fn)
+
+    p = sub.add_parser("call", help="call a callable method (creates the agent if needed)")
+    p.add_argument("agent", help="TYPE/NAME, like cart/home")
+    p.add_argument("method")
+    p.add_argument(
+        "--arg", action="append", default=[], metavar="NAME=VALUE",
+        help="one argument, repeatable; VALUE is read as JSON if it is JSON, else as a string",
+    )  # fmt: skip
+    p.add_argument("--args", metavar="JSON", help="the arguments as one JSON object")
+    p.add_argument("--sender")
+    p.add_argument("--id", help="call id (a repeated id is applied once)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds (60)")
+    p.set_defaults(command_fn="cmd_call")
 
     p = sub.add_parser("state", help="show an agent's state and version")
     p.add_argument("agent")
@@ -190,12 +231,15 @@ class _Commands:
     """The subparsers, each taking the common options too."""
 
     def __init__(self, actions: argparse._SubParsersAction[argparse.ArgumentParser],
-                 common: argparse.ArgumentParser) -> None:  # fmt: skip
+                 common: argparse.ArgumentParser, service: argparse.ArgumentParser) -> None:  # fmt: skip
         self._actions = actions
         self._common = common
+        self._service = service
 
-    def add_parser(self, name: str, **kwargs: object) -> argparse.ArgumentParser:
-        return self._actions.add_parser(name, parents=[self._common], **kwargs)  # type: ignore[arg-type]
+    def add_parser(self, name: str, *, service: bool = False, **kwargs: object) -> argparse.ArgumentParser:
+        """A command; `service`: one with its own `--port` (the common ones but that)."""
+        parent = self._service if service else self._common
+        return self._actions.add_parser(name, parents=[parent], **kwargs)  # type: ignore[arg-type]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -213,6 +257,10 @@ def main(argv: list[str] | None = None) -> None:
         server_port=args.port,
         ui_port=args.ui_port,
         app=args.app,
+        gateway_host=getattr(args, "host", None),
+        gateway_port=getattr(args, "gateway_port", None),
+        codec_host=getattr(args, "codec_host", None),
+        codec_port=getattr(args, "codec_port", None),
     )
     quiet = args.command == "demo" and "log_level" not in settings.model_fields_set
     configure_logging(

@@ -151,6 +151,53 @@ async def cmd_ask(args: argparse.Namespace, settings: Settings) -> None:
     _emit(args, reply, f"{reply.reply}\n  (v{reply.version}, message {reply.id})")
 
 
+async def cmd_call(args: argparse.Namespace, settings: Settings) -> None:
+    _, agent = await _agent(args, settings)
+    reply = await agent.call(
+        args.method,
+        _call_args(args.args, args.arg),
+        id=args.id,
+        sender=args.sender,
+        timeout=args.timeout,
+    )
+    human = f"{json.dumps(reply.result, indent=2)}\n  (v{reply.version}, call {reply.id})"
+    _emit(args, reply, human)
+
+
+def _call_args(whole: str | None, pairs: list[str]) -> dict[str, Any]:
+    """`--args` (a JSON object) and each `--arg NAME=VALUE` together; a name given twice is
+    refused, not silently overwritten."""
+    found: dict[str, Any] = {}
+    if whole is not None:
+        try:
+            found = json.loads(whole, parse_constant=_not_json)
+        except ValueError as err:
+            raise UsageError(f"--args is not valid JSON: {err}") from None
+        if not isinstance(found, dict):
+            raise UsageError("--args must be a JSON object of arguments by name")
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--arg {pair!r}: write NAME=VALUE")
+        if name in found:
+            raise UsageError(f"argument {name!r} is given twice")
+        found[name] = _json_or_text(value)
+    return found
+
+
+def _json_or_text(value: str) -> Any:
+    """A `--arg` value: JSON when it parses as JSON (`2`, `true`, `[1]`, `"007"`), else the
+    text itself (`apple`)."""
+    try:
+        return json.loads(value, parse_constant=_not_json)
+    except ValueError:
+        return value
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")  # Python's json reads NaN and Infinity
+
+
 async def _answered(read: Awaitable[T], settings: Settings) -> T:
     """A read, saying what it waits for when no worker answers at once."""
     task = asyncio.ensure_future(read)
@@ -367,12 +414,50 @@ async def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
     await run_worker(settings)
 
 
+async def cmd_gateway(args: argparse.Namespace, settings: Settings) -> None:
+    from perennial.client.gateway.server import GatewayServer
+
+    async with GatewayServer(settings) as gateway:
+        _print_gateway(gateway.url, gateway.auth.open)
+        print("Ctrl-C to stop.", flush=True)
+        await _until_stopped()
+
+
+async def cmd_codec_server(args: argparse.Namespace, settings: Settings) -> None:
+    from perennial.client.codec import new_key_line
+    from perennial.client.codec_server import CodecServer
+
+    if args.new_key is not None:
+        line = new_key_line(args.new_key)
+        _emit(args, {"line": line}, line)
+        return
+    async with CodecServer(settings) as codec:
+        keys = codec.codec.keys.key_ids
+        access = "token required" if settings.codec_token else "no token: this machine only"
+        print(f"Codec server:    {codec.url}  ({access})\n"
+              f"Keys:            {keys[0]} (current){''.join(', ' + k for k in keys[1:])}\n"
+              f"Browser origins: {', '.join(settings.codec_origins)}\nCtrl-C to stop.",
+              flush=True)  # fmt: skip
+        await _until_stopped()
+
+
+def _print_gateway(url: str, open: bool) -> None:
+    access = "  (open: no auth, this machine only)" if open else ""
+    print(f"Gateway:         {url}/{access}\nAPI docs:        {url}/docs", flush=True)
+
+
 async def _with_runtime(
-    settings: Settings, headless: bool, body: Callable[[Settings], Awaitable[None]]
-) -> None:
-    """Start the embedded server (unless TEMPORAL_ADDRESS is set) and a worker, run `body`."""
+    settings: Settings, headless: bool, body: Callable[[Settings], Awaitable[None]],
+    *, gateway: bool = True,
+) -> None:  # fmt: skip
+    """Start the embedded server (unless TEMPORAL_ADDRESS is set), a worker and the gateway
+    (unless `gateway` is False), run `body`."""
+    from perennial.client.codec_server import CodecServer
+    from perennial.client.gateway.server import GatewayServer
     from perennial.worker import run_worker
 
+    # Built first: it reads the key file, and a bad one stops here with nothing started.
+    codec = CodecServer(settings) if settings.encrypted else None
     server = DevServer(settings, headless=headless) if settings.embedded else None
     if server:
         await server.start()
@@ -381,9 +466,20 @@ async def _with_runtime(
             print(f"Web UI:          {server.ui_url}", flush=True)
     stop = asyncio.Event()
     worker = asyncio.create_task(run_worker(settings, stop=stop))
+    web = GatewayServer(settings) if gateway else None
     try:
+        if codec:
+            await codec.start()
+            print(f"Codec server:    {codec.url}  (the Web UI decrypts through it)", flush=True)
+        if web:
+            await web.start()
+            _print_gateway(web.url, web.auth.open)
         await body(settings)
     finally:
+        if web:
+            await web.stop()
+        if codec:
+            await codec.stop()
         stop.set()
         await worker
         if server:
@@ -395,7 +491,7 @@ async def cmd_dev(args: argparse.Namespace, settings: Settings) -> None:
         print("Worker running. Ctrl-C to stop.", flush=True)
         await _until_stopped()
 
-    await _with_runtime(settings, args.headless, body)
+    await _with_runtime(settings, args.headless, body, gateway=not args.no_gateway)
 
 
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
@@ -420,4 +516,4 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
 
     # No model endpoint configured: the optional tiny local model, if it is installed.
     async with local_model_if_needed(settings) as settings:
-        await _with_runtime(settings, args.headless, body)
+        await _with_runtime(settings, args.headless, body, gateway=not args.no_gateway)

@@ -19,6 +19,7 @@ import pytest_asyncio
 from temporalio.worker import Worker
 
 from perennial.client import Perennial, Settings
+from perennial.client.gateway.server import GatewayServer
 from perennial.testing import ScriptedLLM, eventually
 from perennial.worker import build_worker
 
@@ -73,6 +74,17 @@ async def worker(perennial: Perennial, settings: Settings) -> AsyncIterator[Work
     w = build_worker(perennial.client, settings)
     async with w:
         yield w
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def gateway(
+    perennial: Perennial, settings: Settings, worker: Worker
+) -> AsyncIterator[GatewayServer]:
+    """The gateway, in-process, on a free loopback port, for this test's task queue (with an
+    in-process worker). `await gateway.restart()` stops and starts it on the same port."""
+    served = settings.model_copy(update={"gateway_port": 0})
+    async with GatewayServer(served, perennial=perennial) as server:
+        yield server
 
 
 class WorkerProcess:

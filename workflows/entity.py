@@ -1,6 +1,7 @@
 """The agent entity: one long-lived workflow per named agent.
 
-An agent type subclasses `AgentWorkflow`, names its state model, and implements `on_message`:
+An agent type subclasses `AgentWorkflow`, names its state model, and implements `on_message`
+(and, for typed calls from clients, methods decorated with `callable_method`):
 
     @agent_type("notes")
     class NotesAgent(AgentWorkflow[NotesState]):
@@ -25,12 +26,14 @@ fails the run at once (`InvalidStart`), so the name stays usable.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any, ClassVar, Generic, Literal, TypeVar, assert_never
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar, assert_never
 
-from pydantic import ValidationError
+from pydantic import JsonValue, ValidationError
+from pydantic_core import from_json
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy
 
@@ -42,8 +45,10 @@ from perennial.workflows.dedup import SeenWindow
 from perennial.workflows.errors import (
     AgentBusy,
     InvalidMessage,
+    InvalidRequest,
     InvalidSchedule,
     InvalidStart,
+    MethodNotFound,
     PerennialError,
     StateTooLarge,
     TurnFailed,
@@ -61,6 +66,8 @@ from perennial.workflows.messages import (
     AlarmWake,
     ApprovalWake,
     AskReply,
+    CallReply,
+    CallRequest,
     CancelScheduleRequest,
     ChildFinishedWake,
     ChildRecord,
@@ -72,6 +79,7 @@ from perennial.workflows.messages import (
     EventsQuery,
     Message,
     MessageWake,
+    MethodCall,
     PeerChangedWake,
     PendingApproval,
     PendingAsk,
@@ -106,6 +114,9 @@ from perennial.workflows.visibility import AgentStatus, split_agent_id
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
 
+if TYPE_CHECKING:  # workflows.callables imports the LLM tools, which import this module
+    from perennial.workflows.callables import CallableMethod
+
 StateT = TypeVar("StateT", bound=BaseModel)
 
 #: Errors that mean the workflow code itself is broken for this history: they must fail the
@@ -129,6 +140,8 @@ class AgentWorkflow(Generic[StateT]):
     state_model: ClassVar[type[BaseModel]]
     #: The agent type's name (set by `agent_type`; the workflow type name).
     agent_type_name: ClassVar[str]
+    #: The methods clients may call, by name (`callable_method`; collected by `agent_type`).
+    callable_methods: ClassVar[Mapping[str, CallableMethod]] = MappingProxyType({})
 
     # --- state and history kept per agent
     #: Committed versions kept for rollback (each is a full copy of the state).
@@ -606,6 +619,34 @@ class AgentWorkflow(Generic[StateT]):
         with _typed_failure():
             self._admission_check(raw)
 
+    @workflow.update(name="call")
+    async def call_update(self, raw: RawValue = MISSING) -> CallReply:
+        self._budget.count_arrival(update=True)
+        with _typed_failure():
+            request = decode(raw, CallRequest)
+            message = self.check_message(request.as_message(), self.agent_type)
+            message_id, _ = self._inbox.admit(message, awaited=True, now=workflow.now())
+        seen = self._seen.get(message_id)
+        if seen is None:
+            outcome = await self._inbox.outcome("message", message_id)
+            assert isinstance(outcome, AskReply)
+            reply, version = outcome.reply, outcome.version
+        else:
+            reply, version = seen.reply, seen.version
+        with _typed_failure():
+            result = _call_result(message_id, reply)
+        return CallReply(id=message_id, method=request.method, result=result, version=version)
+
+    @call_update.validator
+    def _validate_call(self, raw: RawValue = MISSING) -> None:
+        with _typed_failure():
+            request = decode(raw, CallRequest)
+            self.check_message(request.as_message(), self.agent_type)
+            self._check_room(raw)
+            seen = self._seen.get(request.id) if request.id is not None else None
+            if seen is not None:
+                _call_result(seen.id, seen.reply)
+
     @workflow.update(name="rollback")
     async def rollback_update(self, raw: RawValue = MISSING) -> RollbackResult:
         self._budget.count_arrival(update=True)
@@ -701,6 +742,7 @@ class AgentWorkflow(Generic[StateT]):
             versions_kept=self._versions.kept(),
             busy=self._busy,
             inbox=len(self._inbox),
+            last_event_offset=self._events.last_offset,
         )
 
     @workflow.query(name="events")
@@ -744,6 +786,10 @@ class AgentWorkflow(Generic[StateT]):
         """Validator of the updates that carry a message: the message's limits, and room in
         this run's history for it."""
         self._read_message(raw)
+        self._check_room(raw)
+
+    def _check_room(self, raw: RawValue) -> None:
+        """AgentBusy when this run's history has no room left for the update `raw`."""
         if self._budget.refuses_update(len(raw.payload.data)):
             raise AgentBusy(
                 f"{self.agent_type}/{self.agent_name} is about to continue as new (its run's "
@@ -757,22 +803,37 @@ class AgentWorkflow(Generic[StateT]):
     @classmethod
     def check_message(cls, message: Message, agent_type: str) -> Message:
         """The agent type's limits on one message (`max_text_chars`, `max_message_bytes` of
-        JSON), checked by the client before sending and by the agent on arrival."""
+        JSON) and, for a call, its method and arguments (`MethodNotFound`, `InvalidRequest`),
+        checked by the client before sending and by the agent on arrival."""
         if len(message.text) > cls.max_text_chars:
             raise InvalidMessage(
                 f"text has {len(message.text)} characters; {agent_type} agents accept at "
                 f"most {cls.max_text_chars}"
             )
         bound = _json_bound(message)
-        if bound is not None and bound <= cls.max_message_bytes:
-            return message
-        size = len(message.model_dump_json())
-        if size > cls.max_message_bytes:
-            raise InvalidMessage(
-                f"message is {size} bytes as JSON; {agent_type} agents accept at most "
-                f"{cls.max_message_bytes}"
+        if bound is None or bound > cls.max_message_bytes:
+            size = len(message.model_dump_json())
+            if size > cls.max_message_bytes:
+                raise InvalidMessage(
+                    f"message is {size} bytes as JSON; {agent_type} agents accept at most "
+                    f"{cls.max_message_bytes}"
+                )
+        if message.call is not None:  # after the size check: validating is bounded by it
+            cls.callable_method_named(message.call.method, agent_type).validate_args(
+                message.call.args
             )
         return message
+
+    @classmethod
+    def callable_method_named(cls, method: str, agent_type: str) -> CallableMethod:
+        """The callable method `method` of this agent type, or MethodNotFound."""
+        found = cls.callable_methods.get(method)
+        if found is None:
+            known = ", ".join(cls.callable_methods) or "none"
+            raise MethodNotFound(
+                f"{agent_type} agents have no callable method {method!r} (callable: {known})"
+            )
+        return found
 
     @classmethod
     def fits_in_signal(cls, message: Message) -> bool:
@@ -925,15 +986,27 @@ class AgentWorkflow(Generic[StateT]):
     async def _apply_message(self, wake: MessageWake) -> None:
         message = wake.message
         assert message.id is not None
-        self.show(f"working on message `{message.id}` from {message.sender or 'anonymous'}")
-        outcome = await self._run_turn(
-            message.id, f"message {message.id!r}", lambda: self.on_message(message)
-        )
+        sender = message.sender or "anonymous"
+        call = message.call
+        if call is None:
+            self.show(f"working on message `{message.id}` from {sender}")
+            label, turn = f"message {message.id!r}", lambda: self.on_message(message)
+        else:
+            self.show(f"working on call `{call.method}` (`{message.id}`) from {sender}")
+            label, turn = f"call {call.method} {message.id!r}", lambda: self._run_call(call)
+        outcome = await self._run_turn(message.id, label, turn)
         if isinstance(outcome, AskReply):
             self._seen.remember(message.id, outcome.reply, outcome.version)
         self._inbox.settle("message", message.id, outcome)
         self._children.note_outcome(message.id, outcome)
         await self._messaging.answer(message, outcome)
+
+    async def _run_call(self, call: MethodCall) -> str:
+        """A call's turn: the method run with its arguments validated again (the type may have
+        changed since the call was queued: a failure fails the turn), its result as JSON."""
+        return await self.callable_method_named(call.method, self.agent_type).invoke(
+            self, call.args
+        )
 
     async def _run_turn(
         self, key: str, label: str, turn: Callable[[], Awaitable[str | None]]
@@ -1054,12 +1127,27 @@ class AgentWorkflow(Generic[StateT]):
 
 def _json_bound(message: Message) -> int | None:
     """An upper bound of a message's JSON length without serialising it, when it has no
-    `data` or `reply_to`: at most 6 characters per character of its strings (a \\u00XX
+    `data`, `reply_to` or `call`: at most 6 characters per character of its strings (a \\u00XX
     escape) plus its keys. None when only serialising can tell."""
-    if message.data is not None or message.reply_to is not None:
+    if message.data is not None or message.reply_to is not None or message.call is not None:
         return None
     strings = len(message.text) + len(message.sender or "") + len(message.id or "")
     return 6 * strings + _MESSAGE_KEYS_CHARS
+
+
+def _call_result(message_id: str, reply: str | None) -> JsonValue:
+    """A call's result from its turn's reply (JSON text); InvalidRequest when the id belongs
+    to a message that was not a call (its reply is not JSON)."""
+    try:
+        if reply is not None:
+            result: JsonValue = from_json(reply, allow_inf_nan=False)
+            return result
+    except ValueError:
+        pass
+    raise InvalidRequest(
+        f"id {message_id!r} was already used by a message that is not a method call; "
+        "use a new id"
+    )
 
 
 @contextmanager

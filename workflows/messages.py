@@ -59,6 +59,10 @@ RequestId = Annotated[str, StringConstraints(min_length=1, max_length=200, patte
 Token = Annotated[str, StringConstraints(min_length=32, max_length=32, pattern=r"^[0-9a-f]+$")]
 #: A text another agent sent back (a reply, a child's result, an error).
 ReportText = Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)]
+#: A callable method's name: an ASCII identifier (what `callable_method` accepts).
+MethodName = Annotated[
+    str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+]
 
 
 # --------------------------------------------------------------------------- messages
@@ -74,6 +78,15 @@ class ReplyTo(_Model):
     token: Token | None = None
 
 
+class MethodCall(_Model):
+    """Set on a message that calls one of the agent type's callable methods
+    (`perennial.callable_method`): the turn runs the method instead of `on_message`."""
+
+    method: MethodName
+    #: The arguments by parameter name, as JSON; validated against the method's signature.
+    args: dict[str, JsonValue] = {}
+
+
 class Message(_Model):
     """One message into an agent's inbox (signal `message`, update `ask`)."""
 
@@ -82,6 +95,8 @@ class Message(_Model):
     id: RequestId | None = None
     data: JsonValue | None = None
     reply_to: ReplyTo | None = None
+    #: A method call: its turn's reply is the method's result as JSON text.
+    call: MethodCall | None = None
 
     @field_validator("text")
     @classmethod
@@ -96,6 +111,34 @@ class AskReply(_Model):
 
     id: str
     reply: str | None
+    version: int
+
+
+class CallRequest(_Model):
+    """Update `call`: call a callable method; it is applied as a turn, like a message (a
+    repeated `id` gets the first call's result without applying it again)."""
+
+    method: MethodName
+    args: dict[str, JsonValue] = {}
+    id: RequestId | None = None
+    sender: str | None = Field(default=None, max_length=400)
+
+    def as_message(self) -> Message:
+        """The message that carries this call through the inbox (its text labels it)."""
+        return Message(
+            text=f"call {self.method}",
+            sender=self.sender,
+            id=self.id,
+            call=MethodCall(method=self.method, args=self.args),
+        )
+
+
+class CallReply(_Model):
+    """What update `call` returns: the method's result as JSON and the version it produced."""
+
+    id: str
+    method: str
+    result: JsonValue
     version: int
 
 
@@ -846,6 +889,8 @@ class StateView(_Model):
     versions_kept: list[int] = []
     busy: bool = False
     inbox: int = 0
+    #: Offset of the newest event in the log (0: none yet): where a follower starts.
+    last_event_offset: int = 0
 
 
 # --------------------------------------------------------------------------- schedules
