@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator
 
 import httpx
@@ -14,6 +15,9 @@ from perennial.client import Perennial
 from perennial.client.gateway.server import GatewayServer
 from perennial.client.settings import Settings
 from perennial.testing import eventually
+
+#: Agent names are this session's own (the dev server outlives one test module).
+N = f"-{uuid.uuid4().hex[:6]}"
 
 
 @pytest.fixture
@@ -59,53 +63,53 @@ async def test_health_is_503_without_temporal(settings: Settings) -> None:
 
 
 async def test_send_ask_state_events(http: httpx.AsyncClient) -> None:
-    sent = await http.post("/agents/notes/alice/messages", json={"text": "buy milk", "id": "m-1"})
+    sent = await http.post(f"/agents/notes/alice{N}/messages", json={"text": "buy milk", "id": "m-1"})
     assert sent.status_code == 202 and sent.json() == {"id": "m-1"}
-    asked = await http.post("/agents/notes/alice/ask", json={"text": "call bob"})
+    asked = await http.post(f"/agents/notes/alice{N}/ask", json={"text": "call bob"})
     assert asked.status_code == 200, asked.text
     reply = asked.json()
     assert reply["reply"] == "Noted (note #2)." and reply["version"] == 2
 
-    state = (await http.get("/agents/notes/alice/state")).json()
+    state = (await http.get(f"/agents/notes/alice{N}/state")).json()
     assert state["version"] == 2
     assert state["state"]["notes"] == ["buy milk", "call bob"]
 
-    page = (await http.get("/agents/notes/alice/events", params={"after": 0})).json()
+    page = (await http.get(f"/agents/notes/alice{N}/events", params={"after": 0})).json()
     kinds = [e["kind"] for e in page["events"]]
     assert kinds.count("turn") == 2 and kinds.count("received") == 2
-    limited = (await http.get("/agents/notes/alice/events", params={"limit": 1})).json()
+    limited = (await http.get(f"/agents/notes/alice{N}/events", params={"limit": 1})).json()
     assert len(limited["events"]) == 1 and limited["next_after"] == limited["events"][0]["offset"]
 
 
 async def test_a_repeated_message_id_is_applied_once(http: httpx.AsyncClient) -> None:
     for _ in range(3):
-        response = await http.post("/agents/notes/once/messages", json={"text": "x", "id": "same"})
+        response = await http.post(f"/agents/notes/once{N}/messages", json={"text": "x", "id": "same"})
         assert response.status_code == 202
-    reply = (await http.post("/agents/notes/once/ask", json={"text": "y"})).json()
+    reply = (await http.post(f"/agents/notes/once{N}/ask", json={"text": "y"})).json()
     assert reply["reply"] == "Noted (note #2)."
 
 
 async def test_agents_and_types_are_listed(http: httpx.AsyncClient) -> None:
-    await http.post("/agents/notes/listed/ask", json={"text": "hello"})
+    await http.post(f"/agents/notes/listed{N}/ask", json={"text": "hello"})
     types = (await http.get("/agent-types")).json()["types"]
     assert "notes" in {t["name"] for t in types}
 
     async def listed() -> bool:
         found = (await http.get("/agents", params={"type": "notes"})).json()
-        return any(a["name"] == "listed" for a in found)
+        return any(a["name"] == "listed" + N for a in found)
 
     await eventually(listed)
 
 
 async def test_bad_input_is_400_and_changes_nothing(http: httpx.AsyncClient) -> None:
-    await http.post("/agents/notes/strict/ask", json={"text": "first"})
+    await http.post(f"/agents/notes/strict{N}/ask", json={"text": "first"})
     for body in ({"text": ""}, {"text": "   "}, {}, {"text": 5}, {"text": "x", "extra": 1}):
-        _error(await http.post("/agents/notes/strict/messages", json=body), 400, "InvalidRequest"
+        _error(await http.post(f"/agents/notes/strict{N}/messages", json=body), 400, "InvalidRequest"
                if "extra" in body or "text" not in body or body["text"] == 5 else "InvalidMessage")
-    _error(await http.post("/agents/notes/strict/ask", content=b"{not json"), 400, "InvalidRequest")
-    _error(await http.get("/agents/notes/strict/events", params={"after": -1}), 400,
+    _error(await http.post(f"/agents/notes/strict{N}/ask", content=b"{not json"), 400, "InvalidRequest")
+    _error(await http.get(f"/agents/notes/strict{N}/events", params={"after": -1}), 400,
            "InvalidRequest")
-    state = (await http.get("/agents/notes/strict/state")).json()
+    state = (await http.get(f"/agents/notes/strict{N}/state")).json()
     assert state["version"] == 1
 
 
@@ -113,33 +117,33 @@ async def test_not_found_statuses(http: httpx.AsyncClient) -> None:
     _error(await http.get("/agents/no-such-type/x/state"), 404, "UnknownAgentType")
     _error(await http.post("/agents/no-such-type/x/messages", json={"text": "hi"}), 404,
            "UnknownAgentType")
-    _error(await http.get("/agents/notes/never-created/state"), 404, "AgentNotFound")
-    await http.post("/agents/notes/nf/ask", json={"text": "hi"})
-    _error(await http.delete("/agents/notes/nf/schedules/nope"), 404, "ScheduleNotFound")
-    _error(await http.post("/agents/notes/nf/approvals/nope", json={"approve": True}), 404,
+    _error(await http.get(f"/agents/notes/never-created{N}/state"), 404, "AgentNotFound")
+    await http.post(f"/agents/notes/nf{N}/ask", json={"text": "hi"})
+    _error(await http.delete(f"/agents/notes/nf{N}/schedules/nope"), 404, "ScheduleNotFound")
+    _error(await http.post(f"/agents/notes/nf{N}/approvals/nope", json={"approve": True}), 404,
            "ApprovalNotFound")
-    _error(await http.post("/agents/notes/nf/rollback", json={"version": 99}), 404,
+    _error(await http.post(f"/agents/notes/nf{N}/rollback", json={"version": 99}), 404,
            "VersionNotKept")
 
 
 async def test_rollback_and_schedules(http: httpx.AsyncClient) -> None:
     for text in ("one", "two"):
-        await http.post("/agents/notes/rb/ask", json={"text": text})
-    restored = (await http.post("/agents/notes/rb/rollback", json={"version": 1})).json()
+        await http.post(f"/agents/notes/rb{N}/ask", json={"text": text})
+    restored = (await http.post(f"/agents/notes/rb{N}/rollback", json={"version": 1})).json()
     assert restored == {"restored_version": 1, "version": 3}
-    assert (await http.get("/agents/notes/rb/state")).json()["state"]["notes"] == ["one"]
+    assert (await http.get(f"/agents/notes/rb{N}/state")).json()["state"]["notes"] == ["one"]
 
-    made = await http.post("/agents/notes/rb/schedules",
+    made = await http.post(f"/agents/notes/rb{N}/schedules",
                            json={"id": "later", "payload": "ping", "after_seconds": 3600})
     assert made.status_code == 200, made.text
-    listed = (await http.get("/agents/notes/rb/schedules")).json()
+    listed = (await http.get(f"/agents/notes/rb{N}/schedules")).json()
     assert [s["id"] for s in listed] == ["later"]
-    _error(await http.post("/agents/notes/rb/schedules", json={"id": "x", "payload": "p"}), 400,
+    _error(await http.post(f"/agents/notes/rb{N}/schedules", json={"id": "x", "payload": "p"}), 400,
            "InvalidSchedule")
-    _error(await http.post("/agents/notes/rb/schedules", json={"id": "x", "payload": "p",
+    _error(await http.post(f"/agents/notes/rb{N}/schedules", json={"id": "x", "payload": "p",
                                                                "after_seconds": 5, "bogus": 1}),
            400, "InvalidRequest")
-    cancelled = await http.delete("/agents/notes/rb/schedules/later")
+    cancelled = await http.delete(f"/agents/notes/rb{N}/schedules/later")
     assert cancelled.status_code == 200 and cancelled.json()["id"] == "later"
 
 
@@ -147,7 +151,7 @@ async def test_body_too_large_is_413(perennial: Perennial, settings: Settings, w
     served = settings.model_copy(update={"gateway_port": 0, "gateway_max_body_bytes": 2048})
     async with GatewayServer(served, perennial=perennial) as gateway:
         async with httpx.AsyncClient(base_url=gateway.url) as http:
-            response = await http.post("/agents/notes/big/messages", json={"text": "x" * 5000})
+            response = await http.post(f"/agents/notes/big{N}/messages", json={"text": "x" * 5000})
             _error(response, 413, "BodyTooLarge")
 
             async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted as read
@@ -156,10 +160,10 @@ async def test_body_too_large_is_413(perennial: Perennial, settings: Settings, w
                     yield b"x" * 500
                 yield b'"}'
 
-            streamed = await http.post("/agents/notes/big/messages", content=chunks(),
+            streamed = await http.post(f"/agents/notes/big{N}/messages", content=chunks(),
                                        headers={"Content-Type": "application/json"})
             _error(streamed, 413, "BodyTooLarge")
-            _error(await http.get("/agents/notes/big/state"), 404, "AgentNotFound")
+            _error(await http.get(f"/agents/notes/big{N}/state"), 404, "AgentNotFound")
 
 
 async def test_ask_timeout_is_504_and_says_the_message_was_accepted(
@@ -169,7 +173,7 @@ async def test_ask_timeout_is_504_and_says_the_message_was_accepted(
     served = settings.model_copy(update={"gateway_port": 0})
     async with GatewayServer(served, perennial=perennial) as gateway:
         async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as http:
-            response = await http.post("/agents/notes/late/ask",
+            response = await http.post(f"/agents/notes/late{N}/ask",
                                        json={"text": "anyone?", "id": "q-1", "timeout": 1})
     error = _error(response, 504, "AskTimedOut")
     assert error["accepted"] is True and error["id"] == "q-1"
@@ -183,9 +187,9 @@ async def test_backpressure_is_429_with_retry_after(
     async with GatewayServer(served, perennial=perennial) as gateway:
         async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as http:
             for i in range(5):
-                ok = await http.post("/agents/notes/flooded/messages", json={"text": f"m{i}"})
+                ok = await http.post(f"/agents/notes/flooded{N}/messages", json={"text": f"m{i}"})
                 assert ok.status_code == 202, ok.text
-            refused = await http.post("/agents/notes/flooded/messages", json={"text": "m5"})
+            refused = await http.post(f"/agents/notes/flooded{N}/messages", json={"text": "m5"})
             error = _error(refused, 429, "TooManyUnapplied")
             assert int(refused.headers["Retry-After"]) >= 1
             assert error["retry_after"] >= 1
@@ -194,11 +198,11 @@ async def test_backpressure_is_429_with_retry_after(
 async def test_sse_follows_events_and_resumes_from_last_event_id(
     http: httpx.AsyncClient,
 ) -> None:
-    await http.post("/agents/notes/streamed/ask", json={"text": "first"})
+    await http.post(f"/agents/notes/streamed{N}/ask", json={"text": "first"})
 
     async def read(headers: dict[str, str], want: int) -> list[tuple[int, dict]]:
         got: list[tuple[int, dict]] = []
-        async with http.stream("GET", "/agents/notes/streamed/events",
+        async with http.stream("GET", f"/agents/notes/streamed{N}/events",
                                headers={"Accept": "text/event-stream", **headers}) as stream:
             assert stream.headers["content-type"].startswith("text/event-stream")
             offset = None
@@ -216,7 +220,7 @@ async def test_sse_follows_events_and_resumes_from_last_event_id(
     assert [o for o, _ in first] == [e["offset"] for _, e in first]
 
     live = asyncio.create_task(read({"Last-Event-ID": str(first[-1][0])}, 2))
-    await http.post("/agents/notes/streamed/messages", json={"text": "second"})
+    await http.post(f"/agents/notes/streamed{N}/messages", json={"text": "second"})
     resumed = await asyncio.wait_for(live, 20)
     assert [e["kind"] for _, e in resumed] == ["received", "turn"]
     assert resumed[0][0] == first[-1][0] + 1

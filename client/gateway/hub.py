@@ -106,6 +106,12 @@ def event_frame(event: Event) -> Frame:  # type: ignore[valid-type]
     return Frame("event", f'{{"type":"event","event":{text}}}', event.offset, text)
 
 
+def error_frame(err: Exception) -> Frame:
+    """An unsolicited error (no request id): the agent cannot be followed right now."""
+    body = {"type": "error", "error": {"type": type(err).__name__, "message": str(err)}}
+    return Frame("error", json.dumps(body))
+
+
 def missed_frame(missed: int, resume_after: int) -> Frame:
     body = {"type": "events_missed", "missed": missed, "resume_after": resume_after}
     return Frame("events_missed", json.dumps(body), resume_after)
@@ -129,8 +135,11 @@ class AgentWatcher:
         self._pending: dict[str, float] = {}
         self._applied_at: deque[float] = deque(maxlen=50)
         self._dirty = asyncio.Event()
+        #: Set when a request through this process may have created the agent.
+        self._poked = asyncio.Event()
         self._stopping: asyncio.TimerHandle | None = None
         self._task = asyncio.create_task(self._run(), name=f"watch {handle.id}")
+        self._task.add_done_callback(_quietly)
 
     # ------------------------------------------------------------------ subscribers
 
@@ -168,6 +177,11 @@ class AgentWatcher:
             )
         self._pending[message_id] = now
 
+    def poke(self) -> None:
+        """A request through this process reached the agent: if the watcher is waiting for
+        the agent to exist, look again now."""
+        self._poked.set()
+
     def release(self, message_id: str) -> None:
         """Stop counting a message (it was refused, or its caller saw it applied)."""
         self._pending.pop(message_id, None)
@@ -197,6 +211,7 @@ class AgentWatcher:
                 self._lost()
             except (AgentUnreachable, AgentBusy, OSError, RuntimeError) as err:
                 log.warning("watching failed; retrying", agent=self.handle.id, error=str(err))
+                self._fan_out(error_frame(err), events=False)  # say why nothing comes
                 await backoff.wait()
 
     async def _until_exists(self, backoff: _Backoff) -> None:
@@ -208,7 +223,9 @@ class AgentWatcher:
                     self.position = 0  # a new agent's events start at offset 1
                     self.ready.set()
                     self._fan_out(state_frame(0, None), events=False)
-                await backoff.wait()
+                self._poked.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._poked.wait(), backoff.next_delay())
                 continue
             backoff.reset()
             if self.position is None or view.last_event_offset < self.position:
@@ -302,8 +319,7 @@ class AgentWatcher:
         if self._stopping is not None:
             self._stopping.cancel()
         self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await asyncio.wait({self._task})
 
 
 class Hub:
@@ -343,6 +359,7 @@ class Hub:
             except BaseException:
                 watcher.release(message_id)
                 raise
+            watcher.poke()
             if not until_applied:
                 watcher.release(message_id)
             return result
@@ -402,6 +419,12 @@ async def _backlog(watcher: AgentWatcher, *, after: int, until: int) -> AsyncIte
         after = page.next_after
 
 
+def _quietly(task: asyncio.Task[None]) -> None:
+    """A stopped watcher's end: cancelled, or the SDK's own error for a cancelled call."""
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("watcher ended", task=task.get_name(), error=repr(task.exception()))
+
+
 class _Backoff:
     """Waits of 0.1 s doubling to 2 s; back to the start after a success."""
 
@@ -411,9 +434,12 @@ class _Backoff:
     def reset(self) -> None:
         self._delay = 0.1
 
+    def next_delay(self) -> float:
+        delay, self._delay = self._delay, min(self._delay * 2, 2.0)
+        return delay
+
     async def wait(self) -> None:
-        await asyncio.sleep(self._delay)
-        self._delay = min(self._delay * 2, 2.0)
+        await asyncio.sleep(self.next_delay())
 
 
 __all__ = [
