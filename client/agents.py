@@ -8,20 +8,22 @@
         ...
 
 Any agent type works, known to this process or not: a type registered here (an application
-module imported, or `--app`) gets its own limits checked before sending and its state parsed
-into its model; any other type is spoken to with the base limits, its state as JSON.
+module imported, or `--app`) gets its own limits and its callable methods' arguments checked
+before sending and its state parsed into its model; any other type is spoken to with the base
+limits (calls unchecked: the agent checks them), its state as JSON.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, NoReturn, TypeVar
 
 import structlog
 from pydantic import BaseModel, ConfigDict, JsonValue, TypeAdapter, ValidationError
+from pydantic_core import PydanticSerializationError, to_jsonable_python
 from temporalio.api.errordetails.v1 import MultiOperationExecutionFailure, WorkflowNotReadyFailure
 from temporalio.client import (
     Client,
@@ -58,6 +60,8 @@ from perennial.workflows.messages import (
     AgentName,
     AgentTypeName,
     AskReply,
+    CallReply,
+    CallRequest,
     CancelScheduleRequest,
     DecideRequest,
     Decision,
@@ -94,9 +98,9 @@ _AGENT_NAME = TypeAdapter(AgentName)
 
 
 class AskTimedOut(RunError):
-    """No reply within the timeout. The message was accepted and will be applied when a
-    worker runs the agent: ask again with the same message id to get its reply without
-    applying it twice."""
+    """No reply within the timeout. The message (or call) was accepted and will be applied
+    when a worker runs the agent: ask (or call) again with the same id to get its reply
+    without applying it twice."""
 
     def __init__(self, message: str, *, message_id: str):
         super().__init__(message)
@@ -381,6 +385,63 @@ class AgentHandle:
                 f"when one runs; ask again with id={message.id!r} for its reply",
                 message_id=message.id,
             ) from None
+
+    async def call(
+        self,
+        method: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        id: str | None = None,
+        sender: str | None = None,
+        timeout: float | None = None,
+    ) -> CallReply:
+        """Call one of the agent type's callable methods and wait for its result (JSON, in
+        `.result`), creating the agent if needed. The call is a turn like a message: a new
+        version if it returns, nothing changed if it raises, applied once per `id`.
+
+        `args` are the method's arguments by name (pydantic models, datetimes and the like
+        are sent as JSON). When this process knows the agent type they are checked here,
+        before anything is sent (`MethodNotFound`, `InvalidRequest`); otherwise the agent
+        checks them. Raises `TurnFailed` if the method raised, and `AskTimedOut` after
+        `timeout` seconds (call again with the same id for its result)."""
+        request = self._call_request(method, args, id, sender)
+        assert request.id is not None
+        call = self._update(
+            lambda: self._client.get_workflow_handle(self.id).execute_update(
+                "call", request, result_type=CallReply
+            ),
+            lambda: self._update_with_start("call", request, CallReply),
+        )
+        try:
+            return await asyncio.wait_for(call, timeout)
+        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+            waited = f"within {timeout}s" if timeout is not None else "before the server gave up"
+            raise AskTimedOut(
+                f"no result of {method} from {self.id} {waited}: is a worker running on task "
+                f"queue {self._settings.task_queue!r}? The call was accepted and will be "
+                f"applied when one runs; call again with id={request.id!r} for its result",
+                message_id=request.id,
+            ) from None
+
+    def _call_request(
+        self, method: str, args: Mapping[str, Any] | None, id: str | None, sender: str | None
+    ) -> CallRequest:
+        """The wire request, checked against the agent type when this process knows it (so a
+        bad first call does not create the agent)."""
+        if args is not None and not isinstance(args, Mapping):
+            raise InvalidRequest(f"arguments of {method!r} go by name: pass a mapping")
+        try:
+            jsonable = to_jsonable_python(dict(args or {}))
+        except PydanticSerializationError as err:
+            raise InvalidRequest(f"arguments of {method!r} cannot be sent as JSON: {err}") from None
+        request = parse_input(
+            CallRequest,
+            {"method": method, "args": jsonable, "sender": sender,
+             "id": str(uuid.uuid4()) if id is None else id},
+        )  # fmt: skip
+        if self._agent is not AgentWorkflow:
+            self._agent.check_message(request.as_message(), self.agent_type)
+        return request
 
     async def _update(
         self, existing: Callable[[], Awaitable[T]], with_start: Callable[[], Awaitable[T]]

@@ -3,11 +3,14 @@
 What an agent type is written with (workflow code: imported inside Temporal's sandbox, so
 nothing here does I/O):
 
-    from perennial import AgentWorkflow, Message, agent_type
+    from perennial import AgentWorkflow, Message, agent_type, callable_method
 
     @agent_type("counter")
     class Counter(AgentWorkflow[CounterState]):
         async def on_message(self, message: Message) -> str: ...
+
+        @callable_method  # clients call it by name with typed arguments, as a turn
+        def add(self, amount: int) -> int: ...
 
 What callers use is `perennial.client` (`Perennial`, `AgentHandle`, the errors, `Settings`);
 the worker is `perennial.worker`; tests use `perennial.testing`. Names are imported when first
@@ -21,10 +24,12 @@ from typing import TYPE_CHECKING
 from perennial._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from perennial.workflows.callables import callable_method
     from perennial.workflows.entity import AgentWorkflow
     from perennial.workflows.errors import (
         InvalidMessage,
         InvalidRequest,
+        MethodNotFound,
         PerennialError,
         RunError,
         StateTooLarge,
@@ -57,6 +62,7 @@ if TYPE_CHECKING:
 _EXPORTS: dict[str, str] = {
     "AgentWorkflow": "perennial.workflows.entity",
     "agent_type": "perennial.workflows.registry",
+    "callable_method": "perennial.workflows.callables",
     "Message": "perennial.workflows.messages",
     "AlarmWake": "perennial.workflows.messages",
     "ChildFinishedWake": "perennial.workflows.messages",
@@ -78,6 +84,7 @@ _EXPORTS: dict[str, str] = {
     "RunError": "perennial.workflows.errors",
     "InvalidMessage": "perennial.workflows.errors",
     "InvalidRequest": "perennial.workflows.errors",
+    "MethodNotFound": "perennial.workflows.errors",
     "TurnFailed": "perennial.workflows.errors",
     "StateTooLarge": "perennial.workflows.errors",
 }
@@ -94,6 +101,7 @@ __all__ = [
     "LLMAgent",
     "LLMState",
     "Message",
+    "MethodNotFound",
     "ModelSettings",
     "PeerChangedWake",
     "PerennialError",
@@ -107,6 +115,7 @@ __all__ = [
     "UsageError",
     "activity_tool",
     "agent_type",
+    "callable_method",
     "workflow_tool",
 ]
 

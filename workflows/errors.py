@@ -15,6 +15,7 @@
     │   ├── TooManySchedules      the agent already has as many schedules as its type allows
     │   ├── ScheduleNotFound      cancel of a schedule id the agent does not have
     │   ├── AgentNotFound         the agent does not exist (reads never create agents)
+    │   ├── MethodNotFound        a call of a method the agent type does not declare callable
     │   ├── ChildAlreadyRunning   spawn of a child whose agent id is already running
     │   ├── ChildNotFound         cancel of a child this agent has no task in flight with
     │   ├── NotObserving          stop observing an agent that is not observed
@@ -93,6 +94,10 @@ class VersionNotKept(UsageError):
 
 
 class AgentNotFound(UsageError):
+    pass
+
+
+class MethodNotFound(UsageError):
     pass
 
 
@@ -197,6 +202,7 @@ _BY_NAME: dict[str, type[PerennialError]] = {
         UnknownAgentType,
         VersionNotKept,
         AgentNotFound,
+        MethodNotFound,
         InvalidSchedule,
         TooManySchedules,
         ScheduleNotFound,

@@ -5,8 +5,8 @@
         async def on_message(self, message: Message) -> str: ...
 
 `agent_type` makes the class a Temporal workflow of that type name (it supplies the `run`
-method every agent shares) and registers it, so the worker runs it and the client reads its
-state typed. The workflow sandbox re-imports an application's agent modules for every run;
+method every agent shares), collects its callable methods (`workflows.callables`) and registers
+it, so the worker runs it and the client reads its state typed and checks calls. The workflow sandbox re-imports an application's agent modules for every run;
 registering the same class (same module and name) again is harmless.
 """
 
@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from temporalio import workflow
 from temporalio.common import RawValue
 
+from perennial.workflows.callables import collect_callable_methods
 from perennial.workflows.entity import AgentWorkflow
 from perennial.workflows.errors import UnknownAgentType
 from perennial.workflows.payloads import MISSING
@@ -36,12 +37,14 @@ _BUILTIN_MODULES = ("perennial.workflows.notes", "perennial.workflows.assistant"
 def agent_type(name: str) -> Callable[[A], A]:
     """Class decorator: make an `AgentWorkflow` subclass the agent type `name` and register
     it. The class names its state model (`state_model = ...`, or as the generic argument,
-    `AgentWorkflow[MyState]`) and implements `on_message`; it defines no `run`."""
+    `AgentWorkflow[MyState]`) and implements `on_message`; it defines no `run`. Its methods
+    decorated with `callable_method` (its bases' included) become `callable_methods`."""
 
     def define(cls: A) -> A:
         _check_class(cls, name)
         cls.run = workflow.run(_run_method(cls))  # type: ignore[attr-defined]
         cls.agent_type_name = name
+        cls.callable_methods = collect_callable_methods(cls)
         return register(workflow.defn(name=name)(cls))
 
     return define
