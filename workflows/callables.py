@@ -46,11 +46,11 @@ from pydantic_core import PydanticSerializationError, to_json
 
 from perennial.workflows.errors import InvalidRequest, summarize
 from perennial.workflows.llm.tools import (
-    _clean_schema,
-    _has_description,
-    _schema,
-    _type_hints,
+    clean_schema,
+    has_description,
+    model_schema,
     parse_docstring,
+    resolved_type_hints,
 )
 from perennial.workflows.messages import MethodName
 
@@ -75,12 +75,12 @@ class CallableMethod:
     @functools.cached_property
     def parameters_schema(self) -> dict[str, Any]:
         """The arguments' JSON schema (an object, one property per parameter)."""
-        return _schema(self.args_model)
+        return model_schema(self.args_model)
 
     @functools.cached_property
     def returns_schema(self) -> dict[str, Any]:
         """The result's JSON schema (`{"type": "null"}` for a method returning None)."""
-        schema: dict[str, Any] = _clean_schema(self._result.json_schema(mode="serialization"))
+        schema: dict[str, Any] = clean_schema(self._result.json_schema(mode="serialization"))
         return schema
 
     @functools.cached_property
@@ -173,7 +173,7 @@ def _describe(fn: types.FunctionType) -> CallableMethod:
             "nothing): it is the type of the result callers get"
         )
     try:
-        hints = _type_hints(fn, [p.name for p in params] + ["return"])
+        hints = resolved_type_hints(fn, [p.name for p in params] + ["return"])
     except NameError as err:
         raise TypeError(
             f"callable method {name}: cannot resolve its type hints ({err}); define the "
@@ -185,7 +185,7 @@ def _describe(fn: types.FunctionType) -> CallableMethod:
         hint = hints[param.name]
         default = ... if param.default is inspect.Parameter.empty else param.default
         doc = arg_docs.get(param.name)
-        described = doc and not _has_description(hint)
+        described = doc and not has_description(hint)
         fields[param.name] = (
             hint,
             Field(default, description=doc) if described else FieldInfo(default=default),

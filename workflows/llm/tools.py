@@ -103,7 +103,7 @@ class Tool:
             function=FunctionSchema(
                 name=self.name,
                 description=self.description,
-                parameters=_schema(self.args_model),
+                parameters=model_schema(self.args_model),
             )
         )
 
@@ -254,7 +254,7 @@ def _describe(
         if not params:
             raise TypeError(f"workflow tool {tool_name} must take the agent as first parameter")
         params = params[1:]
-    hints = _type_hints(fn, [p.name for p in params])
+    hints = resolved_type_hints(fn, [p.name for p in params])
     fields: dict[str, Any] = {}
     context_param: str | None = None
     for param in params:
@@ -267,7 +267,7 @@ def _describe(
             context_param = param.name
             continue
         default = ... if param.default is inspect.Parameter.empty else param.default
-        described = _has_description(hint)
+        described = has_description(hint)
         doc = arg_docs.get(param.name)
         fields[param.name] = (
             hint,
@@ -281,7 +281,7 @@ def _describe(
     return tool_name, summary, model, context_param
 
 
-def _type_hints(fn: Callable[..., Any], names: list[str]) -> dict[str, Any]:
+def resolved_type_hints(fn: Callable[..., Any], names: list[str]) -> dict[str, Any]:
     """The hints of `names` only: the agent parameter of a workflow tool is often annotated
     with a name imported under TYPE_CHECKING, which must not be evaluated."""
     wanted = {k: v for k, v in getattr(fn, "__annotations__", {}).items() if k in names}
@@ -289,7 +289,7 @@ def _type_hints(fn: Callable[..., Any], names: list[str]) -> dict[str, Any]:
     return typing.get_type_hints(holder, globalns=fn.__globals__, include_extras=True)
 
 
-def _has_description(hint: Any) -> bool:
+def has_description(hint: Any) -> bool:
     if typing.get_origin(hint) is not typing.Annotated:
         return False
     return any(isinstance(m, FieldInfo) and m.description for m in typing.get_args(hint)[1:])
@@ -334,7 +334,7 @@ def _arg_indent(doc: str) -> int:
     return 0
 
 
-def _schema(model: type[BaseModel]) -> dict[str, Any]:
+def model_schema(model: type[BaseModel]) -> dict[str, Any]:
     """The arguments' JSON schema, with any-JSON references (`JsonValue`) inlined."""
     schema = model.model_json_schema()
     defs = schema.get("$defs", {})
@@ -344,7 +344,7 @@ def _schema(model: type[BaseModel]) -> dict[str, Any]:
         schema["$defs"] = {k: v for k, v in defs.items() if f"#/$defs/{k}" not in empty}
         if not schema["$defs"]:
             del schema["$defs"]
-    return _clean_schema(schema)
+    return clean_schema(schema)
 
 
 def _inline(schema: Any, empty: set[str]) -> Any:
@@ -357,16 +357,16 @@ def _inline(schema: Any, empty: set[str]) -> Any:
     return schema
 
 
-def _clean_schema(schema: Any, *, in_properties: bool = False) -> Any:
+def clean_schema(schema: Any, *, in_properties: bool = False) -> Any:
     """Drop pydantic's `title`s (noise for the model); keep property names, even `title`."""
     if isinstance(schema, dict):
         return {
-            key: _clean_schema(value, in_properties=(key == "properties" and not in_properties))
+            key: clean_schema(value, in_properties=(key == "properties" and not in_properties))
             for key, value in schema.items()
             if in_properties or key != "title"
         }
     if isinstance(schema, list):
-        return [_clean_schema(item) for item in schema]
+        return [clean_schema(item) for item in schema]
     return schema
 
 
@@ -379,8 +379,12 @@ __all__ = [
     "ToolError",
     "WorkflowTool",
     "activity_tool",
+    "clean_schema",
+    "has_description",
+    "model_schema",
     "parse_docstring",
     "render_result",
+    "resolved_type_hints",
     "tool_index",
     "workflow_tool",
 ]
