@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
@@ -9,8 +11,10 @@ from temporalio.api.operatorservice.v1 import (
 )
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
 from temporalio.service import TLSConfig
 
+from perennial.client.codec import load_codec
 from perennial.client.settings import Settings
 from perennial.workflows.errors import RunError
 from perennial.workflows.visibility import ALL_KEYS
@@ -30,19 +34,39 @@ def _tls(settings: Settings) -> TLSConfig | bool:
     return settings.tls or settings.api_key is not None
 
 
+def data_converter(settings: Settings) -> DataConverter:
+    """Pydantic payloads; with encryption on (`encryption_key_file`), every payload encrypted,
+    and failure messages and stack traces moved into an encrypted payload too (a turn's error
+    may quote what a user said).
+
+    Raises:
+        EncryptionKeyError: the key file cannot be read or is malformed.
+    """
+    codec = load_codec(settings)
+    if codec is None:
+        return pydantic_data_converter
+    return dataclasses.replace(
+        pydantic_data_converter,
+        payload_codec=codec,
+        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+    )
+
+
 class TemporalUnavailable(RunError):
     """No Temporal server answered at the configured address."""
 
 
 async def connect(settings: Settings) -> Client:
-    """A Temporal client for `settings` (pydantic payloads, TLS and API key applied)."""
+    """A Temporal client for `settings` (pydantic payloads, encrypted when a key file is set,
+    TLS and API key applied)."""
+    converter = data_converter(settings)
     try:
         return await Client.connect(
             settings.address,
             namespace=settings.namespace,
             api_key=settings.api_key.get_secret_value() if settings.api_key else None,
             tls=_tls(settings),
-            data_converter=pydantic_data_converter,
+            data_converter=converter,
         )
     except RuntimeError as err:
         hint = (

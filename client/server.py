@@ -105,6 +105,8 @@ class DevServer:
         else:
             cmd += ["--ui-port", str(s.web_ui_port), "--ui-ip", s.server_ip]
             cmd.append("--ui-disable-news-fetch")
+            if s.encrypted:  # the Web UI shows payloads decrypted by `perennial codec-server`
+                cmd += ["--ui-codec-endpoint", s.codec_url]
         for key in ALL_KEYS:
             cmd += ["--search-attribute", f"{key.name}={_SA_TYPES[int(key.indexed_value_type)]}"]
         return cmd
@@ -147,7 +149,9 @@ class DevServer:
                     f"see {self.log_path}"
                 )
             try:
-                client = await connect(self.settings)
+                # No payloads pass through this client: it needs no key file.
+                plain = self.settings.model_copy(update={"encryption_key_file": None})
+                client = await connect(plain)
                 if await client.service_client.check_health():
                     return client
             except Exception as err:  # not up yet: connection refused, namespace not ready

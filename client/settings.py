@@ -45,6 +45,11 @@ _ENV = {
     "gateway_cors_origins": "PERENNIAL_GATEWAY_CORS_ORIGINS",
     "gateway_max_body_bytes": "PERENNIAL_GATEWAY_MAX_BODY_BYTES",
     "gateway_max_unapplied": "PERENNIAL_GATEWAY_MAX_UNAPPLIED",
+    "encryption_key_file": "PERENNIAL_ENCRYPTION_KEY_FILE",
+    "codec_host": "PERENNIAL_CODEC_HOST",
+    "codec_port": "PERENNIAL_CODEC_PORT",
+    "codec_token": "PERENNIAL_CODEC_TOKEN",
+    "codec_cors_origins": "PERENNIAL_CODEC_CORS_ORIGINS",
 }
 
 
@@ -113,7 +118,20 @@ class Settings(BaseModel):
     #: this, callers get 429 with Retry-After (the edge paces a flood, the agent never sees it).
     gateway_max_unapplied: int = Field(default=100, ge=1)
 
-    @field_validator("app", "gateway_cors_origins", mode="before")
+    #: Payload encryption (perennial.client.codec): a file of `key_id:base64-key` lines, the
+    #: first the current key. Unset: payloads are stored as they are.
+    encryption_key_file: Path | None = None
+    #: The codec server (`perennial codec-server`), through which the Web UI decrypts. Bound to
+    #: anything but loopback it refuses to start without a token.
+    codec_host: str = "127.0.0.1"
+    codec_port: int = Field(default=8081, ge=0, le=65535)
+    #: Bearer token the codec server requires (none: it answers anyone who can reach it).
+    codec_token: SecretStr | None = None
+    #: Browser origins allowed to call the codec server (comma-separated in the environment);
+    #: empty: the embedded Web UI's (see `codec_origins`).
+    codec_cors_origins: tuple[str, ...] = ()
+
+    @field_validator("app", "gateway_cors_origins", "codec_cors_origins", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
@@ -123,7 +141,7 @@ class Settings(BaseModel):
     @property
     def secrets(self) -> tuple[SecretStr, ...]:
         """The secrets these settings hold: no log line, error text or history may show them."""
-        held = (self.openai_api_key, self.api_key, self.gateway_jwt_secret)
+        held = (self.openai_api_key, self.api_key, self.gateway_jwt_secret, self.codec_token)
         return tuple(s for s in held if s is not None)
 
     @property
@@ -157,6 +175,31 @@ class Settings(BaseModel):
     @property
     def web_ui_port(self) -> int:
         return self.ui_port or self.server_port + 1000
+
+    @property
+    def encrypted(self) -> bool:
+        """True when payloads are encrypted (a key file is set)."""
+        return self.encryption_key_file is not None
+
+    @property
+    def codec_url(self) -> str:
+        """Where a browser on this machine reaches the codec server."""
+        host = self.codec_host
+        if host in ("", "0.0.0.0", "::"):  # listening everywhere: loopback reaches it too
+            host = "127.0.0.1"
+        if ":" in host:  # IPv6
+            host = f"[{host}]"
+        return f"http://{host}:{self.codec_port}"
+
+    @property
+    def codec_origins(self) -> tuple[str, ...]:
+        """Origins the codec server lets browsers call it from: `codec_cors_origins`, else the
+        embedded Web UI's, by its address and by `localhost`."""
+        if self.codec_cors_origins:
+            return self.codec_cors_origins
+        port = self.web_ui_port
+        hosts = (self.server_ip, "127.0.0.1", "localhost")
+        return tuple(dict.fromkeys(f"http://{host}:{port}" for host in hosts))
 
     @property
     def sticky_timeout(self) -> timedelta:
