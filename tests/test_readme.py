@@ -8,7 +8,8 @@ Blocks are marked with an HTML comment just above them:
 
 The reader's project is a temporary directory holding the `file` blocks; a worker process
 runs its agent types on the task queue the README's commands use (`perennial`), on the
-session's dev server, which the commands reach through TEMPORAL_ADDRESS.
+session's dev server, which the commands reach through TEMPORAL_ADDRESS. A gateway process
+serves them too, on a free port that replaces the README's `127.0.0.1:8000`.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ import asyncio
 import os
 import re
 import shlex
+import socket
 import subprocess
 import sys
+from itertools import takewhile
 from pathlib import Path
 
 import pytest
@@ -70,22 +73,50 @@ async def test_the_readme_runs_as_written(perennial_server: Settings, tmp_path: 
            "PYTHONPATH": str(tmp_path), "PERENNIAL_LOG_LEVEL": "WARNING"}  # fmt: skip
     env.pop("PERENNIAL_TASK_QUEUE", None)  # the README's commands use the default, `perennial`
     # The reader's worker, in a process of its own (its agent types stay out of this one's).
-    worker = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "perennial.client.cli", "--app", ",".join(modules), "worker",
-        cwd=tmp_path, env=env,
-    )  # fmt: skip
+    app = ["-m", "perennial.client.cli", "--app", ",".join(modules)]
+    worker = await asyncio.create_subprocess_exec(sys.executable, *app, "worker",
+                                                  cwd=tmp_path, env=env)  # fmt: skip
+    port = _free_port()
+    gateway = await asyncio.create_subprocess_exec(
+        sys.executable, *app, "gateway", "--port", str(port), cwd=tmp_path, env=env
+    )
     try:
+        await _until_healthy(port)
         for marker, lang, body in _blocks():
             if marker != "run":
                 continue
+            body = body.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
             if lang == "python":
                 await _run([sys.executable, "-c", body], env)
             else:
                 for command in _commands(body):
                     await _run(["bash", "-c", command], env)
     finally:
-        worker.terminate()
-        await worker.wait()
+        for process in (gateway, worker):
+            process.terminate()
+            await process.wait()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def _until_healthy(port: int) -> None:
+    """Until the gateway answers /health with 200 (it is up, and the worker polls)."""
+    for _ in range(600):
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /health HTTP/1.0\r\n\r\n")
+            status = await reader.readline()
+            writer.close()
+            if b" 200 " in status:
+                return
+        except OSError:
+            pass
+        await asyncio.sleep(0.1)
+    raise AssertionError("the gateway did not become healthy in 60 s")
 
 
 async def _run(command: list[str], env: dict[str, str]) -> None:
@@ -102,7 +133,7 @@ def test_the_readme_test_passes_in_a_project_of_its_own(tmp_path: Path) -> None:
     its test file; pytest starts a dev server of its own."""
     _write_project(tmp_path)
     blocks = _blocks()
-    [toml] = [body for _, lang, body in blocks if lang == "toml"]
+    [toml] = [body for _, lang, body in blocks if lang == "toml" and "[tool.pytest" in body]
     (tmp_path / "pyproject.toml").write_text(toml)
     (tmp_path / "tests").mkdir(exist_ok=True)
     (tmp_path / "tests" / "conftest.py").write_text(
@@ -143,5 +174,6 @@ def test_every_perennial_command_the_readme_prints_parses() -> None:
     ] + re.findall(r"`(?:\.venv/bin/)?(perennial (?:dev|init|demo) [^`\[|]*)`", text)
     assert any(" dev --app " in c for c in printed)
     for command in printed:
-        words = shlex.split(command.split("#")[0])[1:]
-        parser.parse_args(words)
+        words = list(takewhile(lambda w: w not in (">", ">>", "|", "&&"),
+                               shlex.split(command.split("#")[0])))  # fmt: skip
+        parser.parse_args(words[1:])

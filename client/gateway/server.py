@@ -65,6 +65,9 @@ class GatewayServer:
             app, host=self.host, port=self.port, log_config=None, access_log=False,
             ws="websockets-sansio", ws_max_size=self.settings.gateway_max_body_bytes,
             lifespan="on", timeout_graceful_shutdown=5,
+            # Longer than a client's pause between requests (a 429's Retry-After), so a kept
+            # connection is not closed just as the client reuses it.
+            timeout_keep_alive=75,
         )  # fmt: skip
         self._server = _Server(config)
         self._task = asyncio.create_task(self._server.serve(), name="gateway")
