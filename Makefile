@@ -39,7 +39,10 @@ demo: setup
 dev: setup
 	$(VENV)/bin/perennial dev
 
+# The browser tests need Debian's chromium: installed here when missing and possible (root or
+# passwordless sudo), once, ~200 MB; silent when it is there (scripts/install-browser).
 test: setup-dev
+	@bash scripts/install-browser
 	bash scripts/test
 
 lint: setup-dev

@@ -95,7 +95,7 @@ async def test_agents_and_types_are_listed(http: httpx.AsyncClient) -> None:
     assert "notes" in {t["name"] for t in types}
 
     async def listed() -> bool:
-        found = (await http.get("/agents", params={"type": "notes"})).json()
+        found = (await http.get("/agents", params={"type": "notes"})).json()["agents"]
         return any(a["name"] == "listed" + N for a in found)
 
     await eventually(listed)

@@ -39,12 +39,13 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.service import RPCError
 
-from perennial.client.agents import AgentHandle, AgentSummary, Perennial
+from perennial.client.agents import AgentHandle, Perennial
 from perennial.client.gateway.auth import Action, Authenticator, Principal
 from perennial.client.gateway.errors import BodyTooLarge, classify
 from perennial.client.gateway.hub import Hub, Subscriber, SubscriberTooSlow, follow
 from perennial.client.gateway.models import (
     Accepted,
+    AgentList,
     AgentTypeInfo,
     AgentTypes,
     AskBody,
@@ -196,20 +197,20 @@ def _add_service_routes(app: FastAPI, gateway: Gateway) -> None:
         gateway.principal(request)
         return AgentTypes(types=[_type_info(name, cls) for name, cls in sorted(agent_types().items())])
 
-    @app.get("/agents", response_model=list[AgentSummary])
+    @app.get("/agents", response_model=AgentList)
     async def list_agents(
         request: Request,
         type: str | None = None,
         status: str | None = None,
         all: bool = False,
         limit: int = Query(default=100, ge=1, le=1000),
-    ) -> list[AgentSummary]:
+    ) -> AgentList:
         """Agents from the visibility API (running ones unless `all`), those the caller may read."""
         principal = gateway.principal(request)
         found = await gateway.perennial.list_agents(
             agent_type=type, status=status, running_only=not all, limit=limit
         )
-        return [a for a in found if principal.allows("read", a.agent_type, a.name)]
+        return AgentList(agents=[a for a in found if principal.allows("read", a.agent_type, a.name)])
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:

@@ -135,6 +135,8 @@ class AgentWatcher:
         self._pending: dict[str, float] = {}
         self._applied_at: deque[float] = deque(maxlen=50)
         self._dirty = asyncio.Event()
+        #: The cached state missed commits (nobody wanted state): the next read is sent whole.
+        self._stale = False
         #: Set when a request through this process may have created the agent.
         self._poked = asyncio.Event()
         self._stopping: asyncio.TimerHandle | None = None
@@ -148,10 +150,16 @@ class AgentWatcher:
         wants state and the watcher has read it)."""
         self.subscribers.add(subscriber)
         if subscriber.wants_state and self.ready.is_set():
-            subscriber.push(state_frame(self.version, self.state))
+            if self._stale:
+                self._dirty.set()  # the read sends everyone the whole state
+            else:
+                subscriber.push(state_frame(self.version, self.state))
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         self.subscribers.discard(subscriber)
+
+    def _wanted(self, *, events: bool) -> bool:
+        return any(s.wants_events if events else s.wants_state for s in self.subscribers)
 
     def _fan_out(self, frame: Frame, *, events: bool) -> None:
         for subscriber in self.subscribers:
@@ -252,11 +260,15 @@ class AgentWatcher:
 
     def _on_event(self, event: Event) -> None:  # type: ignore[valid-type]
         self.position = event.offset
-        self._fan_out(event_frame(event), events=True)
+        if self._wanted(events=True):  # a watcher for backpressure alone builds no frames
+            self._fan_out(event_frame(event), events=True)
         if event.kind in _APPLIED and self._pending.pop(event.message_id, None) is not None:
             self._applied_at.append(time.monotonic())
         if event.kind in _COMMITS:
-            self._dirty.set()
+            if self._wanted(events=False):
+                self._dirty.set()
+            else:
+                self._stale = True
 
     async def _refresh_state(self) -> None:
         while True:
@@ -271,10 +283,10 @@ class AgentWatcher:
         if view.inbox == 0 and not view.busy:
             for message_id in [i for i, at in self._pending.items() if at < started]:
                 del self._pending[message_id]
-        if self.state is not None and view.version == self.version:
+        if self.state is not None and view.version == self.version and not self._stale:
             return
-        frame = self._change(view)
-        self.state, self.version = view.state, view.version
+        frame = state_frame(view.version, view.state) if self._stale else self._change(view)
+        self.state, self.version, self._stale = view.state, view.version, False
         self._fan_out(frame, events=False)
 
     def _change(self, view: StateView) -> Frame:

@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
+from perennial.client.agents import AgentSummary
+
 #: The longest an HTTP or socket `ask`/`call` waits for the agent's reply.
 MAX_WAIT_SECONDS = 300.0
 
@@ -53,6 +55,10 @@ class Accepted(BaseModel):
     id: str
 
 
+class AgentList(BaseModel):
+    agents: list[AgentSummary]
+
+
 class Health(BaseModel):
     status: str
     temporal: str
@@ -90,6 +96,7 @@ class ErrorBody(BaseModel):
 
 __all__ = [
     "Accepted",
+    "AgentList",
     "AgentTypeInfo",
     "AgentTypes",
     "AskBody",

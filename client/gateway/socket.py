@@ -26,7 +26,13 @@ from perennial.client.gateway.auth import Forbidden, Principal, Unauthorized
 from perennial.client.gateway.errors import classify
 from perennial.client.gateway.hub import AgentWatcher, Subscriber, SubscriberTooSlow, follow
 from perennial.client.gateway.models import MAX_WAIT_SECONDS
-from perennial.workflows.errors import InvalidRequest, UnknownAgentType, UsageError, summarize
+from perennial.workflows.errors import (
+    AgentBusy,
+    InvalidRequest,
+    UnknownAgentType,
+    UsageError,
+    summarize,
+)
 
 if TYPE_CHECKING:
     from perennial.client.agents import AgentHandle
@@ -143,8 +149,9 @@ class _Session:
             while True:
                 text = await self.websocket.receive_text()
                 if len(self._in_flight) >= MAX_IN_FLIGHT:
-                    await self._error(_request_id(text), InvalidRequest(
-                        f"at most {MAX_IN_FLIGHT} requests may wait at once on one socket"
+                    await self._error(_request_id(text), AgentBusy(
+                        f"{MAX_IN_FLIGHT} requests already wait on this socket, the most it "
+                        "takes; resend this one (same id) when one is answered"
                     ))  # fmt: skip
                     continue
                 task = asyncio.create_task(self._answer(text))
