@@ -17,7 +17,7 @@ from perennial.testing import eventually
 from tests.support import run_histories, task_failure_causes
 
 MESSAGES = int(os.environ.get("FLOOD_MESSAGES", "10000"))
-SENDERS = 64
+SENDERS = int(os.environ.get("FLOOD_SENDERS", "16"))
 
 
 async def test_10000_messages_through_the_gateway_are_applied_once(
