@@ -474,6 +474,7 @@ async def _with_runtime(
         if web:
             await web.start()
             _print_gateway(web.url, web.auth.open)
+            settings = settings.model_copy(update={"gateway_port": web.port})  # if it was 0
         await body(settings)
     finally:
         if web:
@@ -505,13 +506,15 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
         print(f"Fresh start: {done}", flush=True)
 
     async def body(s: Settings) -> None:
-        await run_demo(s)
+        await run_demo(s, gateway=None if args.no_gateway else f"http://{s.gateway_host}:{s.gateway_port}")
         if args.exit:
-            stopped, again = ("server and worker", "dev") if s.embedded else ("worker", "worker")
+            running = ["server"] * s.embedded + ["worker"] + ["gateway"] * (not args.no_gateway)
+            stopped = ", ".join(running[:-1]) + f" and {running[-1]}"
+            again = "dev" if s.embedded or not args.no_gateway else "worker"
             print(f"\nThe {stopped} stop here (--exit). For the commands above, run "
                   f"`{venv_command('perennial')} {again}` in another terminal first.")  # fmt: skip
             return
-        print("\nThe server and worker keep running; try the commands above. Ctrl-C stops.")
+        print("\nThey keep running; try the commands above. Ctrl-C stops.")
         await _until_stopped()
 
     # No model endpoint configured: the optional tiny local model, if it is installed.

@@ -166,7 +166,7 @@ async def _visibility(
         _say(f"  (and {earlier} `notes` agents of earlier runs: `{run.cli} list --type notes`)")
 
 
-def _hints(run: DemoRun, alice: AgentHandle, settings: Settings) -> None:
+def _hints(run: DemoRun, alice: AgentHandle, settings: Settings, gateway: str | None) -> None:
     temporal = venv_command("temporal")
     _say(
         "\nTry it yourself (from this directory):\n"
@@ -174,9 +174,13 @@ def _hints(run: DemoRun, alice: AgentHandle, settings: Settings) -> None:
         f"  {run.cli} events {alice.id} --follow\n"
         f"  {temporal} workflow list --query \"AgentType='notes'\" --address {settings.address}"
     )
+    if gateway:
+        _say(f"  open {gateway}/#{alice.id} in a browser: chat with {alice.name}, its state live\n"
+             f"  curl -s {gateway}/agents/{alice.id}/state")  # fmt: skip
 
 
-async def run_demo(settings: Settings) -> None:
+async def run_demo(settings: Settings, *, gateway: str | None = None) -> None:
+    """The demo's sections; `gateway`: the URL of the gateway that runs beside it, if any."""
     perennial = await Perennial.connect(settings)
     run = await _this_run(perennial, settings)
     _intro(run, settings)
@@ -195,4 +199,4 @@ async def run_demo(settings: Settings) -> None:
         await _visibility(run, caught_up, ours)
     finally:
         caught_up.cancel()
-    _hints(run, alice, settings)
+    _hints(run, alice, settings, gateway)

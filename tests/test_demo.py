@@ -48,7 +48,8 @@ def _perennial(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
 
 def _demo(state_dir: Path, port: int, *args: str) -> str:
     done = _perennial(
-        "--state-dir", str(state_dir), "--port", str(port), "demo", "--exit", "--headless", *args
+        "--state-dir", str(state_dir), "--port", str(port), "demo", "--exit", "--headless", *args,
+        env={"PERENNIAL_GATEWAY_PORT": "0"},  # the gateway on a free port
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     return done.stdout
@@ -60,6 +61,7 @@ def _same_kind(out: str) -> list[str]:
     body = out[out.index("== 1.") :]
     body = re.sub(r"\b(alice|bob|ada)-\d+\b", r"\1", body)
     body = re.sub(r"\d\d:\d\d:\d\d", "HH:MM:SS", body)
+    body = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", body)
     body = re.sub(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "ID", body)
     body = re.sub(r" +", " ", body)  # names of other lengths align the lines differently
     return [line for line in body.splitlines() if "agents of earlier runs" not in line]
@@ -69,6 +71,8 @@ def test_the_demo_twice_over_the_same_state_shows_the_same_things(tmp_path: Path
     port = free_port()
     first = _demo(tmp_path, port)
     assert "Perennial demo, run 1, on " in first
+    assert re.search(r"Gateway: +http://127\.0\.0\.1:\d+/", first)  # the demo serves web apps too
+    assert re.search(r"open http://127\.0\.0\.1:\d+/#notes/alice(-\d+)? in a browser", first)
     assert f"`{BIN}perennial demo --fresh` deletes all and starts over" in first
     assert "alice <- 'buy oat milk'\n      -> Noted (note #1). (state v1)" in first
     assert "bob   -> Noted (note #6)." in first
