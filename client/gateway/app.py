@@ -332,7 +332,7 @@ def _add_agent_routes(app: FastAPI, gateway: Gateway) -> None:  # noqa: C901 (on
         agent = gateway.agent(principal, "decide", agent_type, name)
         return await agent.decide(
             approval_id, approve=body.approve, comment=body.comment,
-            decided_by=body.decided_by or principal.name,
+            decided_by=body.decided_by or (principal.name if principal.via != "open" else "gateway"),
         )  # fmt: skip
 
     @app.websocket(f"{prefix}/ws")
