@@ -328,7 +328,12 @@ async def cmd_replay(args: argparse.Namespace, settings: Settings) -> None:
 
     if not args.files and args.query is None:
         raise UsageError("nothing to replay: name history FILEs, or --query the server's agents")
-    report = await replay_files(args.files) if args.files else ReplayReport()
+    from perennial.client.connection import data_converter
+
+    converter = data_converter(settings)  # decrypts exported histories when a key file is set
+    report = (
+        await replay_files(args.files, converter=converter) if args.files else ReplayReport()
+    )
     if args.query is not None:
         perennial = await Perennial.connect(settings)
         live = await replay_from_server(

@@ -163,7 +163,9 @@ async def _closing_failure(client: Client, workflow_id: str, run_id: str) -> tup
     last = response.history.events[0]
     if last.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
         failure = last.workflow_execution_failed_event_attributes.failure
-        return failure.application_failure_info.type, failure.message[:300]
+        # Through the client's converter: with encryption on, the message is in a payload.
+        error = await client.data_converter.decode_failure(failure)
+        return failure.application_failure_info.type, str(error)[:300]
     if last.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED:
         return "", last.workflow_execution_terminated_event_attributes.reason[:300]
     return "", ""

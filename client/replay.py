@@ -89,7 +89,10 @@ def load_history(path: Path) -> WorkflowHistory:
 
 
 async def replay_files(
-    paths: Iterable[Path], *, workflows: Sequence[AgentClass] | None = None
+    paths: Iterable[Path],
+    *,
+    workflows: Sequence[AgentClass] | None = None,
+    converter: DataConverter = pydantic_data_converter,
 ) -> ReplayReport:
     """Replay exported histories (both formats `load_history` reads). Every file is read
     before any is replayed, so an unreadable one fails fast with `UsageError`.
@@ -97,6 +100,7 @@ async def replay_files(
     Args:
         paths: History files.
         workflows: The workflow classes to replay with (default: every registered agent type).
+        converter: How payloads are read (`connection.data_converter(settings)` decrypts).
     """
     histories = [load_history(path) for path in paths]
 
@@ -104,7 +108,7 @@ async def replay_files(
         for history in histories:
             yield history, history.run_id
 
-    results = await _replay(each(), workflows, pydantic_data_converter)
+    results = await _replay(each(), workflows, converter)
     return ReplayReport(results=results)
 
 

@@ -13,6 +13,7 @@ import structlog
 from temporalio.service import RPCError, RPCStatusCode
 
 from perennial.client.agents import AgentUnreachable, AskTimedOut
+from perennial.client.connection import TemporalUnavailable
 from perennial.client.gateway.auth import Forbidden, Unauthorized
 from perennial.client.gateway.hub import TooManyUnapplied
 from perennial.workflows.errors import (
@@ -38,12 +39,6 @@ log = structlog.get_logger("perennial.gateway")
 
 class BodyTooLarge(UsageError):
     """The request body is larger than the gateway accepts (`gateway_max_body_bytes`)."""
-
-
-class TemporalUnavailable(PerennialError):
-    """The gateway cannot reach the Temporal server."""
-
-    non_retryable = False
 
 
 #: Most specific first: the first class an error is an instance of decides its status.
