@@ -375,16 +375,8 @@ class AgentHandle:
             ),
             lambda: self._update_with_start("ask", message, AskReply),
         )
-        try:
-            return await asyncio.wait_for(call, timeout)
-        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
-            waited = f"within {timeout}s" if timeout is not None else "before the server gave up"
-            raise AskTimedOut(
-                f"no reply from {self.id} {waited}: is a worker running on task queue "
-                f"{self._settings.task_queue!r}? The message was accepted and will be applied "
-                f"when one runs; ask again with id={message.id!r} for its reply",
-                message_id=message.id,
-            ) from None
+        return await self._answered(call, timeout, message.id, asked="reply",
+                                    accepted="message", again="ask", answer="reply")  # fmt: skip
 
     async def call(
         self,
@@ -412,15 +404,24 @@ class AgentHandle:
             ),
             lambda: self._update_with_start("call", request, CallReply),
         )
+        return await self._answered(call, timeout, request.id, asked=f"result of {method}",
+                                    accepted="call", again="call", answer="result")  # fmt: skip
+
+    async def _answered(
+        self, call: Awaitable[T], timeout: float | None, request_id: str, *,
+        asked: str, accepted: str, again: str, answer: str,
+    ) -> T:  # fmt: skip
+        """`call`'s answer, or AskTimedOut after `timeout` (or the server's own deadline)."""
         try:
-            return await asyncio.wait_for(call, timeout)
+            async with asyncio.timeout(timeout):  # no inner task left behind when cancelled
+                return await call
         except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
             waited = f"within {timeout}s" if timeout is not None else "before the server gave up"
             raise AskTimedOut(
-                f"no result of {method} from {self.id} {waited}: is a worker running on task "
-                f"queue {self._settings.task_queue!r}? The call was accepted and will be "
-                f"applied when one runs; call again with id={request.id!r} for its result",
-                message_id=request.id,
+                f"no {asked} from {self.id} {waited}: is a worker running on task queue "
+                f"{self._settings.task_queue!r}? The {accepted} was accepted and will be applied "
+                f"when one runs; {again} again with id={request_id!r} for its {answer}",
+                message_id=request_id,
             ) from None
 
     def _call_request(

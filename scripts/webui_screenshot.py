@@ -22,18 +22,7 @@ from perennial.client import Perennial
 from perennial.client.server import DevServer
 from perennial.testing.harness import server_settings, with_task_queue
 from perennial.worker import build_worker
-
-CHROMIUM = "/usr/bin/chromium"
-#: Chromium flags for a sandboxed, offline machine (no background networking, no GPU).
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from tests.browser import CHROMIUM, CHROMIUM_ARGS
 
 
 async def agent_page(perennial: Perennial) -> str:
