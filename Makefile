@@ -39,10 +39,11 @@ demo: setup
 dev: setup
 	$(VENV)/bin/perennial dev
 
-# The browser tests need Debian's chromium: installed here when missing and possible (root or
-# passwordless sudo), once, ~200 MB; silent when it is there (scripts/install-browser).
+# Some tests drive Debian packages (chromium for the browser tests, nginx for the deployment's
+# codec proxy): installed here when missing and possible (root or passwordless sudo), once,
+# ~200 MB; silent when they are there (scripts/install-test-packages).
 test: setup-dev
-	@bash scripts/install-browser
+	@bash scripts/install-test-packages
 	bash scripts/test
 
 lint: setup-dev

@@ -7,7 +7,7 @@ Playwright's async API (Playwright's own browser download is never used).
         async with chromium_page() as page:
             await page.goto(gateway.url)
 
-`make test` installs the browser when it can (scripts/install-browser). Where it is missing,
+`make test` installs the browser when it can (scripts/install-test-packages). Where it is missing,
 the browser tests skip on a developer machine, saying how to install it, and fail in CI
 (CI=true), where a skipped browser test would hide a broken install.
 """
@@ -71,7 +71,7 @@ def require_chromium(*, module: bool = False) -> None:
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         if module:
             return  # failing at collection would stop the whole suite: each test fails instead
-        pytest.fail(reason + " (CI installs it: scripts/install-browser)", pytrace=False)
+        pytest.fail(reason + " (CI installs it: scripts/install-test-packages)", pytrace=False)
     pytest.skip(reason, allow_module_level=module)
 
 
