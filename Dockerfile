@@ -21,7 +21,7 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY --from=build /wheels /tmp/wheels
-RUN pip install /tmp/wheels/*.whl && rm -rf /tmp/wheels
+RUN pip install "$(ls /tmp/wheels/*.whl)[otel]" && rm -rf /tmp/wheels
 COPY deploy/healthcheck.py /usr/local/bin/perennial-healthcheck
 # A user of its own, with a fixed uid: mounted key and tokens files must be readable by 10001.
 RUN chmod 0755 /usr/local/bin/perennial-healthcheck \

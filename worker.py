@@ -27,6 +27,7 @@ from perennial.client.connection import connect, ensure_search_attributes
 from perennial.client.logging import configure_logging
 from perennial.client.process import exit_process
 from perennial.client.settings import Settings
+from perennial.client.telemetry import metrics_runtime, setup_tracing
 from perennial.workflows.registry import agent_types
 
 log = structlog.get_logger("perennial.worker")
@@ -94,7 +95,14 @@ def build_worker(client: Client, settings: Settings) -> Worker:
 async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     """Connect, make sure the search attributes exist, and run until `stop` is set
     (or SIGINT / SIGTERM when no event is given)."""
-    client = await connect(settings)
+    # The metrics endpoint belongs to the runtime, so the runtime comes before the client.
+    # Tracing reaches the worker through the client's interceptors (the SDK's way).
+    runtime = metrics_runtime(settings)
+    tracing = setup_tracing(settings)
+    client = await connect(settings, tracing=tracing, runtime=runtime)
+    if runtime is not None:
+        where = f"{settings.metrics_host}:{settings.metrics_port}"
+        log.info("serving metrics", url=f"http://{where}/metrics")
     try:
         added = await ensure_search_attributes(client, settings.namespace)
         if added:
@@ -110,6 +118,8 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
     async with worker:
         await stop.wait()
     log.info("worker stopped")
+    if tracing is not None:
+        tracing.shutdown()  # the process ends in os._exit, past the provider's own exit flush
 
 
 def stop_on_signals() -> asyncio.Event:

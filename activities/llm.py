@@ -28,6 +28,7 @@ from temporalio.service import RPCError
 from perennial.activities.heartbeat import heartbeating
 from perennial.client.redaction import NO_REDACTION, Redactor
 from perennial.client.settings import Settings
+from perennial.client.telemetry import model_call_span
 from perennial.workflows.llm.wire import (
     LLM_CONTEXT_QUERY,
     MODEL_ACTIVITY,
@@ -85,19 +86,25 @@ class ModelActivities:
         request = call.request or await _read_request(call, self._redact)
         model = request.model or self._settings.openai_model
         client = self._openai()
+        options = _options(request)
         started = time.monotonic()
-        async with heartbeating(f"waiting for {model}"):
-            try:
-                completion = await client.chat.completions.create(
-                    model=model,
-                    messages=_messages(request),  # type: ignore[arg-type]
-                    timeout=_http_timeout(info.start_to_close_timeout),
-                    **_options(request),
-                )
-            except openai.APIError as err:
-                raise classify(err, attempt=info.attempt, redact=self._redact) from None
-        duration_ms = int((time.monotonic() - started) * 1000)
-        return _response(completion, model=model, attempt=info.attempt, duration_ms=duration_ms)
+        with model_call_span(model=model, server=str(client.base_url), options=options) as span:
+            async with heartbeating(f"waiting for {model}"):
+                try:
+                    completion = await client.chat.completions.create(
+                        model=model,
+                        messages=_messages(request),  # type: ignore[arg-type]
+                        timeout=_http_timeout(info.start_to_close_timeout),
+                        **options,
+                    )
+                except openai.APIError as err:
+                    raise classify(err, attempt=info.attempt, redact=self._redact) from None
+            duration_ms = int((time.monotonic() - started) * 1000)
+            response = _response(
+                completion, model=model, attempt=info.attempt, duration_ms=duration_ms
+            )
+            span.answered(response, usage_reported=completion.usage is not None)
+        return response
 
 
 # --------------------------------------------------------------------------- the request

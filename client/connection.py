@@ -12,10 +12,12 @@ from temporalio.api.operatorservice.v1 import (
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
+from temporalio.runtime import Runtime
 from temporalio.service import TLSConfig
 
 from perennial.client.codec import load_codec
 from perennial.client.settings import Settings
+from perennial.client.telemetry import Tracing, setup_tracing
 from perennial.workflows.errors import RunError
 from perennial.workflows.visibility import ALL_KEYS
 
@@ -56,10 +58,25 @@ class TemporalUnavailable(RunError):
     """No Temporal server answered at the configured address."""
 
 
-async def connect(settings: Settings) -> Client:
+async def connect(
+    settings: Settings, *, tracing: Tracing | None = None, runtime: Runtime | None = None
+) -> Client:
     """A Temporal client for `settings` (pydantic payloads, encrypted when a key file is set,
-    TLS and API key applied)."""
+    TLS and API key applied).
+
+    Args:
+        settings: Where Temporal is, and how to reach it.
+        tracing: Trace this client's calls and the workflows and activities of workers built
+            on it; default: what the settings configure (`otel_endpoint`), else no tracing.
+        runtime: The Temporal runtime (e.g. `telemetry.metrics_runtime(settings)`, for the
+            SDK's metrics); default: the SDK's.
+
+    Raises:
+        TemporalUnavailable: no server answered.
+        TelemetryUnavailable: tracing is configured but cannot start.
+    """
     converter = data_converter(settings)
+    tracing = tracing or setup_tracing(settings)
     try:
         return await Client.connect(
             settings.address,
@@ -67,6 +84,8 @@ async def connect(settings: Settings) -> Client:
             api_key=settings.api_key.get_secret_value() if settings.api_key else None,
             tls=_tls(settings),
             data_converter=converter,
+            interceptors=tracing.interceptors if tracing else (),
+            runtime=runtime,
         )
     except RuntimeError as err:
         hint = (

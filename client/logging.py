@@ -2,7 +2,8 @@
 
 Standard-library records (Temporal's `workflow.logger` and `activity.logger`, which are
 replay-safe) are rendered through structlog too, and every line that comes from inside an
-agent carries its id (`agent`), run id and, for activities, the activity name.
+agent carries its id (`agent`), run id and, for activities, the activity name; a line logged
+under an OpenTelemetry span (tracing on) carries its `trace_id` and `span_id`.
 
 Every line is redacted of the secrets the process was configured with (its API keys): an error
 a library logs, or an exception's traceback, may quote one.
@@ -20,6 +21,7 @@ from pydantic import SecretStr
 from temporalio import workflow
 
 from perennial.client.redaction import Redactor
+from perennial.client.telemetry import current_trace_ids
 
 _configured = False
 
@@ -110,7 +112,18 @@ def _shared() -> list[Any]:
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        add_trace_ids,
     ]
+
+
+def add_trace_ids(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Processor: `trace_id` and `span_id` of the active OpenTelemetry span (an activity's
+    lines during a traced `ask` carry that ask's trace id), so a line leads to its trace."""
+    ids = current_trace_ids()
+    if ids is not None:
+        event.setdefault("trace_id", ids[0])
+        event.setdefault("span_id", ids[1])
+    return event
 
 
 def _redactor(secrets: Iterable[SecretStr | str | None]) -> Callable[[str], str] | None:

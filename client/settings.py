@@ -50,7 +50,14 @@ _ENV = {
     "codec_port": "PERENNIAL_CODEC_PORT",
     "codec_token": "PERENNIAL_CODEC_TOKEN",
     "codec_cors_origins": "PERENNIAL_CODEC_CORS_ORIGINS",
+    "otel_endpoint": "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "otel_headers": "OTEL_EXPORTER_OTLP_HEADERS",
+    "otel_service_name": "OTEL_SERVICE_NAME",
+    "metrics_host": "PERENNIAL_METRICS_HOST",
+    "metrics_port": "PERENNIAL_METRICS_PORT",
 }
+#: `tool_secrets` is the one field read from a family of variables: PERENNIAL_SECRET_<NAME>.
+TOOL_SECRET_ENV_PREFIX = "PERENNIAL_SECRET_"
 
 
 class Settings(BaseModel):
@@ -131,6 +138,26 @@ class Settings(BaseModel):
     #: empty: the embedded Web UI's (see `codec_origins`).
     codec_cors_origins: tuple[str, ...] = ()
 
+    #: Tracing (perennial.client.telemetry): the OTLP/HTTP collector's base URL (spans go to
+    #: `{otel_endpoint}/v1/traces`); unset: no tracing at all. Headers are `key=value,...`
+    #: sent with every export (often a vendor's API key, so a secret).
+    otel_endpoint: str | None = None
+    otel_headers: SecretStr | None = None
+    otel_service_name: str = "perennial"
+    #: The worker's Prometheus endpoint for the Temporal SDK's metrics
+    #: (`http://{metrics_host}:{metrics_port}/metrics`); no port: no metrics endpoint.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+
+    #: Secrets that activity tools receive through `ToolSecret` parameters, by lower-case name
+    #: (`PERENNIAL_SECRET_GITHUB` -> "github"); read on the worker, never sent to workflows.
+    tool_secrets: dict[str, SecretStr] = Field(default_factory=dict)
+
+    @field_validator("tool_secrets", mode="after")
+    @classmethod
+    def _lower_secret_names(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        return {name.lower(): secret for name, secret in value.items()}
+
     @field_validator("app", "gateway_cors_origins", "codec_cors_origins", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
@@ -141,8 +168,9 @@ class Settings(BaseModel):
     @property
     def secrets(self) -> tuple[SecretStr, ...]:
         """The secrets these settings hold: no log line, error text or history may show them."""
-        held = (self.openai_api_key, self.api_key, self.gateway_jwt_secret, self.codec_token)
-        return tuple(s for s in held if s is not None)
+        held = (self.openai_api_key, self.api_key, self.gateway_jwt_secret, self.codec_token,
+                self.otel_headers)  # fmt: skip
+        return tuple(s for s in (*held, *self.tool_secrets.values()) if s is not None)
 
     @property
     def llm_configured(self) -> bool:
@@ -151,11 +179,19 @@ class Settings(BaseModel):
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
-        """Settings from the environment (see `_ENV` for the names), then explicit overrides."""
+        """Settings from the environment (see `_ENV` for the names, and
+        `TOOL_SECRET_ENV_PREFIX`), then explicit overrides."""
         env = os.environ if env is None else env
         values: dict[str, object] = {
             field: env[name] for field, name in _ENV.items() if env.get(name, "") != ""
         }
+        tool_secrets = {
+            name.removeprefix(TOOL_SECRET_ENV_PREFIX): value
+            for name, value in env.items()
+            if name.startswith(TOOL_SECRET_ENV_PREFIX) and name != TOOL_SECRET_ENV_PREFIX and value
+        }
+        if tool_secrets:
+            values["tool_secrets"] = tool_secrets
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.model_validate(values)
 
