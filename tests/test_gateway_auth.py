@@ -83,7 +83,8 @@ def _unauthorized(auth: Authenticator, header: str | None, query: str | None = N
 
 
 def _claims(**overrides: Any) -> dict[str, Any]:
-    claims: dict[str, Any] = {"sub": "alice", "exp": int(time.time()) + 300, "scope": "read:*"}
+    # A day ahead: tokens are made when the module is collected, a long suite may come later.
+    claims: dict[str, Any] = {"sub": "alice", "exp": int(time.time()) + 86_400, "scope": "read:*"}
     claims.update(overrides)
     return {key: value for key, value in claims.items() if value is not None}
 
