@@ -731,6 +731,16 @@ class AgentWorkflow(Generic[StateT]):
         with _typed_failure():
             self._approvals.check_decidable(decode(raw, DecideRequest).approval_id)
 
+    @workflow.update(dynamic=True)
+    def _unknown_update(self, name: str, args: Sequence[RawValue]) -> None:
+        raise AssertionError("refused by its validator; never admitted")
+
+    @_unknown_update.validator
+    def _validate_unknown_update(self, name: str, args: Sequence[RawValue]) -> None:
+        # Without a dynamic handler the SDK refuses an unknown update with an untyped error.
+        with _typed_failure():
+            raise InvalidRequest(f"no such update {name[:60]!r}")
+
     # ------------------------------------------------------------------ wire: queries
 
     @workflow.query(name="state")
