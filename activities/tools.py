@@ -2,16 +2,18 @@
 
 The agent workflow has already checked the model's arguments against the tool's schema; the
 activity checks them again (the schema is the contract), injects the `ToolContext` if the tool
-asks for one, heartbeats while the tool runs (if it has a heartbeat timeout), and turns the
-outcome into a `ToolActivityResult`:
+asks for one and its `ToolSecret` parameters from the worker's settings (here, never in the
+workflow: a secret that crossed it would be in history), heartbeats while the tool runs (if it
+has a heartbeat timeout), and turns the outcome into a `ToolActivityResult`:
 
-* the return value becomes the text the model reads;
+* the return value becomes the text the model reads, redacted of the worker's secrets;
+* a `ToolSecret` the worker does not have fails the call (`ToolSecretMissing`, no retry);
 * `ToolError` becomes a result marked as an error (the model reads it; no retry);
 * any other exception fails the attempt, and Temporal retries it by the tool's retry policy
   (the failure carries the attempt number, so the tool-call event can say how many ran).
 
-Every error text is redacted of the worker's secrets first: a tool's error may quote a key it
-used, and these texts reach history, the model, the agent's events and the logs.
+Every error text and result is redacted of the worker's secrets first: a tool may quote a key
+it used, and these texts reach history, the model, the agent's events and the logs.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from temporalio.exceptions import ApplicationError
 
 from perennial.activities.heartbeat import heartbeating
 from perennial.client.redaction import Redactor
-from perennial.client.settings import Settings
+from perennial.client.settings import TOOL_SECRET_ENV_PREFIX, Settings
 from perennial.workflows.llm.tools import ActivityTool, ToolContext, ToolError, render_result
 from perennial.workflows.llm.wire import ToolActivityInput, ToolActivityResult, ToolFailureDetail
 
@@ -33,6 +35,8 @@ from perennial.workflows.llm.wire import ToolActivityInput, ToolActivityResult, 
 def tool_activity(tool: ActivityTool, settings: Settings) -> Callable[..., Any]:
     """The Temporal activity that runs `tool` on this worker."""
     redact = Redactor.from_settings(settings)
+    # A result is data, not an error text: the secrets whole, not words that look like them.
+    redact_result = Redactor(settings.secrets, shapes=False, echoes=False)
 
     async def run_tool(call: ToolActivityInput) -> ToolActivityResult:
         attempt = activity.info().attempt
@@ -50,6 +54,7 @@ def tool_activity(tool: ActivityTool, settings: Settings) -> Callable[..., Any]:
             kwargs[tool.context_param] = ToolContext(
                 settings=settings, agent_id=call.agent_id, call_id=call.call_id, attempt=attempt
             )
+        kwargs.update(_secrets_for(tool, settings, attempt))
         try:
             async with heartbeating(f"running {tool.name}"):
                 value = await tool.fn(**kwargs)
@@ -71,11 +76,30 @@ def tool_activity(tool: ActivityTool, settings: Settings) -> Callable[..., Any]:
                 ToolFailureDetail(attempt=attempt).model_dump(),
                 type=type(err).__name__,
             ) from _redacted(err, redact)
-        return ToolActivityResult(content=render_result(value), attempt=attempt)
+        return ToolActivityResult(content=redact_result(render_result(value)), attempt=attempt)
 
     run_tool.__name__ = run_tool.__qualname__ = f"tool_{tool.name}"
     run_tool.__doc__ = tool.description
     return activity.defn(name=tool.name)(run_tool)
+
+
+def _secrets_for(tool: ActivityTool, settings: Settings, attempt: int) -> dict[str, Any]:
+    """The tool's `ToolSecret` arguments, from this worker's settings."""
+    values: dict[str, Any] = {}
+    for param in tool.secret_params:
+        secret = settings.tool_secrets.get(param.secret.key)
+        if secret is None or not secret.get_secret_value():
+            if param.optional:
+                continue  # the function's default applies
+            raise ApplicationError(
+                f"tool {tool.name} needs the secret {param.secret.key!r}, which this worker "
+                f"does not have (set {TOOL_SECRET_ENV_PREFIX}{param.secret.key.upper()})",
+                ToolFailureDetail(attempt=attempt).model_dump(),
+                type="ToolSecretMissing",
+                non_retryable=True,
+            )
+        values[param.param] = secret if param.wrapped else secret.get_secret_value()
+    return values
 
 
 def _redacted(err: BaseException, redact: Redactor) -> ApplicationError:

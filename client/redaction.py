@@ -55,15 +55,22 @@ class Redactor:
         secrets: The secrets (`SecretStr` or plain; `None` and empty ones are skipped).
         shapes: Also replace credential-shaped tokens (`Bearer ...`, `sk-...`) that are not
             among `secrets`.
+        echoes: Also replace echoes of a part of a secret (its start, its abbreviation). Off
+            for texts that are data, like a tool's result, where a word that starts like a
+            secret (`correct` for `correcthorse...`) must survive.
     """
 
     def __init__(
-        self, secrets: Iterable[SecretStr | str | None] = (), *, shapes: bool = True
+        self,
+        secrets: Iterable[SecretStr | str | None] = (),
+        *,
+        shapes: bool = True,
+        echoes: bool = True,
     ) -> None:
         values = _plain(secrets)
         forms = sorted({form for s in values for form in _forms(s)}, key=len, reverse=True)
         exact = [re.escape(form) for form in forms]  # longest first: one may contain another
-        long = [s for s in values if len(s) >= MIN_PARTIAL]
+        long = [s for s in values if len(s) >= MIN_PARTIAL] if echoes else []
         partial = [p for s in long for p in _echoes(s)] + (_SHAPES if shapes else [])
         self._exact = re.compile("|".join(exact)) if exact else None
         self._partial = re.compile("|".join(partial)) if partial else None

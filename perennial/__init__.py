@@ -47,6 +47,7 @@ if TYPE_CHECKING:
         activity_tool,
         workflow_tool,
     )
+    from perennial.workflows.llm.tools import ToolSecret
     from perennial.workflows.messages import (
         AgentReplyWake,
         AlarmWake,
@@ -75,6 +76,7 @@ _EXPORTS: dict[str, str] = {
     "ModelSettings": "perennial.workflows.llm",
     "ToolContext": "perennial.workflows.llm",
     "ToolError": "perennial.workflows.llm",
+    "ToolSecret": "perennial.workflows.llm.tools",
     "activity_tool": "perennial.workflows.llm",
     "workflow_tool": "perennial.workflows.llm",
     "STATE_TOOLS": "perennial.workflows.llm",
@@ -111,6 +113,7 @@ __all__ = [
     "StateTooLarge",
     "ToolContext",
     "ToolError",
+    "ToolSecret",
     "TurnFailed",
     "UsageError",
     "activity_tool",

@@ -19,8 +19,10 @@ Two kinds, told apart by how they are declared:
   agent (its first parameter, never shown to the model). Use it for state and bookkeeping.
 * An **activity tool** does I/O: every call is a Temporal activity with its own timeouts and
   retry policy, registered on the worker by `activities.build_activities`. A parameter
-  annotated `ToolContext` receives the worker's settings and the call's ids. Raise `ToolError`
-  to tell the model the call failed without retrying it.
+  annotated `ToolContext` receives the worker's settings and the call's ids. A parameter
+  annotated `Annotated[str, ToolSecret("github")]` receives a secret from the worker's settings
+  (`PERENNIAL_SECRET_GITHUB`): the model never sees it and it never enters history. Raise
+  `ToolError` to tell the model the call failed without retrying it.
 
 Both kinds: the other parameters, their type hints (with `Annotated[..., Field(...)]` if you
 like) and the Google-style docstring (summary and `Args:`) make the schema; nothing is written
@@ -43,7 +45,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, create_model
 from pydantic.fields import FieldInfo
 from pydantic_core import to_json
 from temporalio import activity
@@ -52,6 +54,7 @@ from temporalio.common import RetryPolicy
 from perennial.workflows.llm.wire import FunctionSchema, ToolDefinition
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_SECRET_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 _SECTIONS = ("args", "arguments", "parameters", "params", "returns", "return", "raises",
              "yields", "examples", "example", "notes", "note")  # fmt: skip
 
@@ -78,6 +81,51 @@ class ToolContext:
         """Tell Temporal the tool is alive (needed when the tool sets `heartbeat_timeout`
         and does not return quickly; the worker also heartbeats for it while it waits)."""
         activity.heartbeat(*details)
+
+
+@dataclass(frozen=True)
+class ToolSecret:
+    """Marks an activity tool parameter that the worker fills with a secret, never the model:
+
+        @activity_tool
+        async def star_repo(repo: str, token: Annotated[str, ToolSecret("github")]) -> str: ...
+
+    The parameter is left out of the tool's schema. At each call the worker passes the secret
+    of this name from its settings (`Settings.tool_secrets`, read from the environment variable
+    `PERENNIAL_SECRET_<NAME>`, here `PERENNIAL_SECRET_GITHUB`), inside the activity: the value
+    never passes through the workflow, so it cannot reach history. Annotate `SecretStr` instead
+    of `str` to receive it wrapped. Names are case-insensitive: letters, digits, underscores.
+
+    Without the secret on the worker a call fails with the non-retryable `ToolSecretMissing`
+    (the model reads that the tool failed), unless the parameter has a default, which is then
+    passed. Tool results and error texts are redacted of every configured secret.
+    """
+
+    name: str
+
+    def __post_init__(self) -> None:
+        if not _SECRET_NAME.match(self.name):
+            raise ValueError(
+                f"tool secret name {self.name!r} must match {_SECRET_NAME.pattern} "
+                "(it names the environment variable PERENNIAL_SECRET_<NAME>)"
+            )
+
+    @property
+    def key(self) -> str:
+        """The secret's key in `Settings.tool_secrets` (names are case-insensitive)."""
+        return self.name.lower()
+
+
+@dataclass(frozen=True)
+class SecretParameter:
+    """An activity tool parameter the worker fills with a secret (see `ToolSecret`)."""
+
+    param: str
+    secret: ToolSecret
+    #: Annotated `SecretStr`: the tool receives the secret wrapped, not as plain text.
+    wrapped: bool
+    #: The parameter has a default: passed when the worker has no such secret.
+    optional: bool
 
 
 @dataclass(frozen=True, eq=False)
@@ -150,6 +198,8 @@ class ActivityTool(Tool):
     )
     #: The parameter that receives the `ToolContext`, if the function has one.
     context_param: str | None = None
+    #: The parameters the worker fills with secrets (`ToolSecret`), not part of the schema.
+    secret_params: tuple[SecretParameter, ...] = ()
 
 
 AnyTool = WorkflowTool | ActivityTool
@@ -168,7 +218,7 @@ def workflow_tool(
     after `approval_timeout`, if given)."""
 
     def build(f: Callable[..., Any]) -> WorkflowTool:
-        tool_name, description, model, _ = _describe(f, name=name, skip_first=True)
+        tool_name, description, model, _, _ = _describe(f, name=name, skip_first=True)
         return WorkflowTool(
             name=tool_name,
             description=description,
@@ -198,7 +248,9 @@ def activity_tool(
     def build(f: Callable[..., Any]) -> ActivityTool:
         if not inspect.iscoroutinefunction(f):
             raise TypeError(f"activity tool {f.__qualname__} must be `async def`")
-        tool_name, description, model, context_param = _describe(f, name=name, skip_first=False)
+        tool_name, description, model, context_param, secret_params = _describe(
+            f, name=name, skip_first=False
+        )
         extra: dict[str, Any] = {"retry_policy": retry_policy} if retry_policy else {}
         return ActivityTool(
             name=tool_name,
@@ -208,6 +260,7 @@ def activity_tool(
             start_to_close_timeout=start_to_close_timeout,
             heartbeat_timeout=heartbeat_timeout,
             context_param=context_param,
+            secret_params=secret_params,
             needs_approval=needs_approval,
             approval_timeout=approval_timeout,
             **extra,
@@ -244,7 +297,7 @@ def render_result(value: Any) -> str:
 
 def _describe(
     fn: Callable[..., Any], *, name: str | None, skip_first: bool
-) -> tuple[str, str, type[BaseModel], str | None]:
+) -> tuple[str, str, type[BaseModel], str | None, tuple[SecretParameter, ...]]:
     tool_name = name or fn.__name__
     if not _NAME.match(tool_name):
         raise ValueError(f"tool name {tool_name!r} must match {_NAME.pattern}")
@@ -257,6 +310,7 @@ def _describe(
     hints = resolved_type_hints(fn, [p.name for p in params])
     fields: dict[str, Any] = {}
     context_param: str | None = None
+    secret_params: list[SecretParameter] = []
     for param in params:
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             raise TypeError(f"tool {tool_name}: *args / **kwargs cannot be described to a model")
@@ -265,6 +319,10 @@ def _describe(
         hint = hints[param.name]
         if hint is ToolContext:
             context_param = param.name
+            continue
+        secret = _secret_parameter(tool_name, param, hint, in_workflow=skip_first)
+        if secret is not None:
+            secret_params.append(secret)
             continue
         default = ... if param.default is inspect.Parameter.empty else param.default
         described = has_description(hint)
@@ -278,7 +336,40 @@ def _describe(
     model = create_model(  # type: ignore[call-overload]
         f"{tool_name}_arguments", __config__=ConfigDict(extra="forbid"), **fields
     )
-    return tool_name, summary, model, context_param
+    return tool_name, summary, model, context_param, tuple(secret_params)
+
+
+def _secret_parameter(
+    tool_name: str, param: inspect.Parameter, hint: Any, *, in_workflow: bool
+) -> SecretParameter | None:
+    """The parameter as a `SecretParameter` if it is annotated with a `ToolSecret`."""
+    if typing.get_origin(hint) is not typing.Annotated:
+        return None
+    base, *metadata = typing.get_args(hint)
+    marks = [m for m in metadata if isinstance(m, ToolSecret)]
+    if not marks:
+        return None
+    where = f"tool {tool_name}, parameter {param.name!r}"
+    if in_workflow:
+        raise TypeError(
+            f"{where}: a ToolSecret cannot go to a workflow tool (workflow code and its "
+            "history would hold the secret); declare the tool with @activity_tool"
+        )
+    if len(marks) > 1:
+        raise TypeError(f"{where}: one ToolSecret per parameter")
+    kinds = set(typing.get_args(base)) - {type(None)} if _is_union(base) else {base}
+    if kinds not in ({str}, {SecretStr}):
+        raise TypeError(f"{where}: a ToolSecret parameter must be str or SecretStr")
+    return SecretParameter(
+        param=param.name,
+        secret=marks[0],
+        wrapped=kinds == {SecretStr},
+        optional=param.default is not inspect.Parameter.empty,
+    )
+
+
+def _is_union(hint: Any) -> bool:
+    return typing.get_origin(hint) in (typing.Union, types.UnionType)
 
 
 def resolved_type_hints(fn: Callable[..., Any], names: list[str]) -> dict[str, Any]:
@@ -373,10 +464,12 @@ def clean_schema(schema: Any, *, in_properties: bool = False) -> Any:
 __all__ = [
     "ActivityTool",
     "AnyTool",
+    "SecretParameter",
     "Tool",
     "ToolArgumentsError",
     "ToolContext",
     "ToolError",
+    "ToolSecret",
     "WorkflowTool",
     "activity_tool",
     "clean_schema",
