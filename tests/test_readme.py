@@ -18,6 +18,7 @@ import asyncio
 import os
 import re
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -125,7 +126,19 @@ async def _run(command: list[str], env: dict[str, str]) -> None:
         *command, cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
     out, err = await asyncio.wait_for(process.communicate(), 120)
+    if process.returncode == -signal.SIGABRT and _sdk_abort_at_exit(err.decode()):
+        return  # the script's work was done (scripts/test has the same rule for pytest)
     assert process.returncode == 0, f"{command[-1][:200]}\n{out.decode()}\n{err.decode()}"
+
+
+def _sdk_abort_at_exit(stderr: str) -> bool:
+    """The Temporal SDK's known abort while the interpreter finalizes, after all work (its
+    native runtime releasing the GIL late): nothing else on stderr says anything failed."""
+    return (
+        "Fatal Python error: PyGILState_Release" in stderr
+        and "Python runtime state: finalizing" in stderr
+        and "Traceback" not in stderr
+    )
 
 
 def test_the_readme_test_passes_in_a_project_of_its_own(tmp_path: Path) -> None:
