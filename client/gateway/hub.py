@@ -30,6 +30,7 @@ from perennial.client.agents import AgentHandle, AgentUnreachable, EventsMissed,
 from perennial.client.gateway.patch import diff
 from perennial.workflows.errors import AgentBusy, AgentNotFound
 from perennial.workflows.messages import Event, StateView
+from perennial.workflows.visibility import agent_id
 
 log = structlog.get_logger("perennial.gateway")
 
@@ -176,13 +177,7 @@ class AgentWatcher:
             del self._pending[stale]
         if message_id in self._pending:
             return
-        limit = self._hub.max_unapplied
-        if len(self._pending) >= limit:
-            raise TooManyUnapplied(
-                f"{len(self._pending)} messages sent to {self.handle.id} through this gateway "
-                f"are not applied yet (at most {limit}); retry later",
-                retry_after=self._retry_after(),
-            )
+        self._hub.check_room(self.handle.id, len(self._pending), self._retry_after())
         self._pending[message_id] = now
 
     def poke(self) -> None:
@@ -341,6 +336,8 @@ class Hub:
         self.perennial = perennial
         self.max_unapplied = max_unapplied
         self._watchers: dict[str, AgentWatcher] = {}
+        #: Asks and calls through this process waiting for their answers, per agent id.
+        self._waiting: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._watchers)
@@ -363,18 +360,43 @@ class Hub:
         request: Callable[[], Awaitable[T]], *, until_applied: bool = False,
     ) -> T:  # fmt: skip
         """Run a request that puts message `message_id` into the agent's inbox, counted as
-        unapplied while it runs (`until_applied`: until the agent's log shows it applied)."""
-        async with self.use(agent_type, name) as watcher:
-            watcher.reserve(message_id)
-            try:
-                result = await request()
-            except BaseException:
-                watcher.release(message_id)
-                raise
+        unapplied while it runs, or (`until_applied`, for a send) until the agent's log shows
+        it applied, which takes a watcher. An ask or a call is applied when it returns: it is
+        counted here without one, so the agent is not followed for nothing."""
+        if until_applied:
+            async with self.use(agent_type, name) as watcher:
+                watcher.reserve(message_id)
+                try:
+                    result = await request()
+                except BaseException:
+                    watcher.release(message_id)
+                    raise
+                watcher.poke()
+                return result
+        key = agent_id(agent_type, name)
+        watcher = self._watchers.get(key)
+        self.check_room(key, watcher.unapplied if watcher else 0, 1)
+        self._waiting[key] = self._waiting.get(key, 0) + 1
+        try:
+            result = await request()
+        finally:
+            self._waiting[key] -= 1
+            if not self._waiting[key]:
+                del self._waiting[key]
+        if watcher is not None:
             watcher.poke()
-            if not until_applied:
-                watcher.release(message_id)
-            return result
+        return result
+
+    def check_room(self, key: str, sent: int, retry_after: int) -> None:
+        """TooManyUnapplied when the agent `key` has as many messages from this process not
+        applied yet (`sent` by send, plus asks and calls waiting) as the limit allows."""
+        unapplied = sent + self._waiting.get(key, 0)
+        if unapplied >= self.max_unapplied:
+            raise TooManyUnapplied(
+                f"{unapplied} messages sent to {key} through this gateway are not applied yet "
+                f"(at most {self.max_unapplied}); retry later",
+                retry_after=retry_after,
+            )
 
     def _forget(self, watcher: AgentWatcher) -> None:
         if self._watchers.get(watcher.handle.id) is watcher:
