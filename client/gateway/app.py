@@ -108,7 +108,7 @@ class Gateway:
             known = ", ".join(sorted(agent_types())) or "none"
             raise UnknownAgentType(f"no agent type {agent_type[:100]!r} here (known: {known})")
         self.auth.authorize(principal, action, agent_type, name)
-        return self.perennial.agent(agent_type, name)
+        return self.hub.handle(agent_type, name)
 
 
 def create_app(settings: Settings, perennial: Perennial, auth: Authenticator) -> FastAPI:

@@ -19,7 +19,7 @@ import contextlib
 import json
 import math
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import NamedTuple, TypeVar
 
@@ -44,6 +44,8 @@ SUBSCRIBER_QUEUE = 1000
 PENDING_TTL_SECONDS = 120.0
 #: How long a watcher nobody uses stays up (a page reload reconnects within it).
 LINGER_SECONDS = 5.0
+#: Agent handles a gateway process keeps (see `Hub.handle`).
+HANDLES_KEPT = 10_000
 #: Event kinds after which the agent's committed state may have changed.
 _COMMITS = frozenset({"turn", "rolled_back"})
 #: Event kinds that end a message's turn.
@@ -338,6 +340,21 @@ class Hub:
         self._watchers: dict[str, AgentWatcher] = {}
         #: Asks and calls through this process waiting for their answers, per agent id.
         self._waiting: dict[str, int] = {}
+        #: Handles kept per agent: a handle that has seen its agent calls it directly, a new
+        #: one starts with signal-/update-with-start, which costs the server more.
+        self._handles: OrderedDict[str, AgentHandle] = OrderedDict()
+
+    def handle(self, agent_type: str, name: str) -> AgentHandle:
+        """The agent's handle, kept for the next request (the newest HANDLES_KEPT)."""
+        key = agent_id(agent_type, name)
+        found = self._handles.get(key)
+        if found is None:
+            found = self._handles[key] = self.perennial.agent(agent_type, name)
+            if len(self._handles) > HANDLES_KEPT:
+                self._handles.popitem(last=False)
+        else:
+            self._handles.move_to_end(key)
+        return found
 
     def __len__(self) -> int:
         return len(self._watchers)
@@ -345,7 +362,7 @@ class Hub:
     @contextlib.asynccontextmanager
     async def use(self, agent_type: str, name: str) -> AsyncIterator[AgentWatcher]:
         """The agent's watcher, started if needed, kept up while in use."""
-        handle = self.perennial.agent(agent_type, name)
+        handle = self.handle(agent_type, name)
         watcher = self._watchers.get(handle.id)
         if watcher is None:
             watcher = self._watchers[handle.id] = AgentWatcher(self, handle)
