@@ -10,35 +10,21 @@ careless tool); `post_status` needs a secret no test worker has.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import Field
-from temporalio.common import RetryPolicy
 
 from perennial.workflows.llm import STATE_TOOLS, ToolContext, activity_tool
 from perennial.workflows.llm.tools import ToolSecret
 from perennial.workflows.registry import agent_type
-from tests.llm_agents import BaseScriptedAgent
-
-_RETRY_FAST = RetryPolicy(
-    initial_interval=timedelta(milliseconds=200),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=1),
-    maximum_attempts=3,
+from tests.llm_agents import (  # the scripted server's tool endpoint
+    _FAST_RETRIES,
+    BaseScriptedAgent,
+    _backend,
 )
 
 
-async def _backend(ctx: ToolContext, name: str, arguments: dict[str, Any]) -> Any:
-    import httpx2  # the openai client's HTTP library; imported here, outside the sandbox
-
-    root = ctx.settings.openai_base_url.removesuffix("/").removesuffix("/v1")
-    async with httpx2.AsyncClient(timeout=30) as http:
-        response = await http.post(f"{root}/tools/{name}", json=arguments)
-        response.raise_for_status()
-        return response.json()["result"]
-
-
-@activity_tool(start_to_close_timeout=timedelta(seconds=30), retry_policy=_RETRY_FAST)
+@activity_tool(start_to_close_timeout=timedelta(seconds=30), retry_policy=_FAST_RETRIES)
 async def repo_stars(
     ctx: ToolContext,
     repo: Annotated[str, Field(description="The repository, as owner/name")],
@@ -51,7 +37,7 @@ async def repo_stars(
     return f"{repo} has {answer['stars']} stars (asked with token {token})"
 
 
-@activity_tool(start_to_close_timeout=timedelta(seconds=30), retry_policy=_RETRY_FAST)
+@activity_tool(start_to_close_timeout=timedelta(seconds=30), retry_policy=_FAST_RETRIES)
 async def post_status(
     ctx: ToolContext, text: str, webhook: Annotated[str, ToolSecret("chat_webhook")]
 ) -> str:
