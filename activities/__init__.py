@@ -13,6 +13,7 @@ from typing import Any
 from perennial.activities.agents import confirm_subscriber, deliver_message
 from perennial.activities.llm import ModelActivities
 from perennial.activities.pacing import next_task
+from perennial.activities.pricing import prices_for
 from perennial.activities.tools import collect_activity_tools, tool_activity
 from perennial.client.settings import Settings
 
@@ -27,6 +28,7 @@ def build_activities(
 
         agent_types = registered().values()
     tools = collect_activity_tools(agent_types)
+    prices_for(settings)  # a bad price file stops the worker here, before it takes work
     return [
         ModelActivities(settings).complete,
         deliver_message,

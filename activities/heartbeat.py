@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import timedelta
 
 from temporalio import activity
 
+#: Longest gap between heartbeats: a stop (cancellation) reaches an activity only in the
+#: answer to one of its heartbeats, so this bounds how long a stopped turn's call runs on.
+MAX_BEAT_INTERVAL = timedelta(seconds=1)
+
 
 @contextlib.asynccontextmanager
-async def heartbeating(*details: object) -> AsyncIterator[None]:
-    """Heartbeat in the background while the body runs, a few times per heartbeat timeout.
+async def heartbeating(
+    *details: object, latest: Callable[[], Sequence[object]] | None = None
+) -> AsyncIterator[None]:
+    """Heartbeat in the background while the body runs, a few times per heartbeat timeout
+    (at least every `MAX_BEAT_INTERVAL`), with `details`, or what `latest()` returns.
 
     A worker that dies mid-call stops heartbeating, so Temporal retries the call on another
     worker after the heartbeat timeout instead of waiting out the whole start-to-close timeout.
@@ -22,11 +29,11 @@ async def heartbeating(*details: object) -> AsyncIterator[None]:
     if not timeout:
         yield
         return
-    interval = max(timeout / 3, timedelta(milliseconds=100)).total_seconds()
+    interval = max(min(timeout / 3, MAX_BEAT_INTERVAL), timedelta(milliseconds=100)).total_seconds()
 
     async def beat() -> None:
         while True:
-            activity.heartbeat(*details)
+            activity.heartbeat(*(latest() if latest is not None else details))
             await asyncio.sleep(interval)
 
     task = asyncio.create_task(beat())

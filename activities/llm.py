@@ -26,6 +26,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from perennial.activities.heartbeat import heartbeating
+from perennial.activities.pricing import priced
 from perennial.client.redaction import NO_REDACTION, Redactor
 from perennial.client.settings import Settings
 from perennial.client.telemetry import model_call_span
@@ -39,6 +40,7 @@ from perennial.workflows.llm.wire import (
     ModelFailureDetail,
     ModelRequest,
     ModelResponse,
+    StreamProgress,
     SystemItem,
     ToolCall,
     ToolItem,
@@ -81,7 +83,8 @@ class ModelActivities:
 
     @activity.defn(name=MODEL_ACTIVITY)
     async def complete(self, call: ModelCall) -> ModelResponse:
-        """Call the model with the agent's current request and return its answer."""
+        """Call the model with the agent's current request and return its answer (streamed
+        when the request says so: see `StreamProgress`)."""
         info = activity.info()
         request = call.request or await _read_request(call, self._redact)
         model = request.model or self._settings.openai_model
@@ -89,22 +92,115 @@ class ModelActivities:
         options = _options(request)
         started = time.monotonic()
         with model_call_span(model=model, server=str(client.base_url), options=options) as span:
-            async with heartbeating(f"waiting for {model}"):
-                try:
-                    completion = await client.chat.completions.create(
-                        model=model,
-                        messages=_messages(request),  # type: ignore[arg-type]
-                        timeout=_http_timeout(info.start_to_close_timeout),
-                        **options,
-                    )
-                except openai.APIError as err:
-                    raise classify(err, attempt=info.attempt, redact=self._redact) from None
-            duration_ms = int((time.monotonic() - started) * 1000)
-            response = _response(
-                completion, model=model, attempt=info.attempt, duration_ms=duration_ms
+            try:
+                if request.settings.stream:
+                    response = await _streamed(client, call, model, request, options)
+                else:
+                    async with heartbeating(f"waiting for {model}"):
+                        completion = await client.chat.completions.create(
+                            model=model,
+                            messages=_messages(request),  # type: ignore[arg-type]
+                            timeout=_http_timeout(info.start_to_close_timeout),
+                            **options,
+                        )
+                    response = _response(completion, model=model)
+            except openai.APIError as err:
+                raise classify(err, attempt=info.attempt, redact=self._redact) from None
+            response = response.model_copy(
+                update={
+                    "attempt": info.attempt,
+                    "duration_ms": int((time.monotonic() - started) * 1000),
+                }
             )
-            span.answered(response, usage_reported=completion.usage is not None)
+            response = priced(response, self._settings, requested=model)
+            span.answered(response, usage_reported=response.usage != TokenUsage())
         return response
+
+
+async def _streamed(
+    client: AsyncOpenAI, call: ModelCall, model: str, request: ModelRequest, options: dict[str, Any]
+) -> ModelResponse:
+    """A streamed completion: each chunk updates the `StreamProgress` the activity heartbeats
+    (the worker throttles what reaches the server), the whole answer is returned as usual."""
+    attempt = activity.info().attempt
+    progress = _Progress(StreamProgress(turn=call.turn, step=call.step, attempt=attempt))
+    async with heartbeating(latest=progress.details):
+        stream = await client.chat.completions.create(
+            model=model,
+            messages=_messages(request),  # type: ignore[arg-type]
+            timeout=_http_timeout(activity.info().start_to_close_timeout),
+            stream=True,
+            stream_options={"include_usage": True},
+            **options,
+        )
+        async for chunk in stream:
+            if progress.feed(chunk):
+                activity.heartbeat(progress.current)
+    return progress.response(model)
+
+
+class _Progress:
+    """A streamed answer as it accumulates: text, tool calls by index, usage, finish."""
+
+    def __init__(self, start: StreamProgress) -> None:
+        self.current = start
+        self._text: list[str] = []
+        self._calls: dict[int, dict[str, str]] = {}
+        self._usage: Any = None
+        self._finish: str | None = None
+        self._model: str | None = None
+
+    def details(self) -> tuple[StreamProgress]:
+        return (self.current,)
+
+    def feed(self, chunk: Any) -> bool:
+        """Take one chunk; True when the text or the tool calls changed."""
+        self._model = getattr(chunk, "model", None) or self._model
+        if getattr(chunk, "usage", None) is not None:
+            self._usage = chunk.usage
+        changed = False
+        for choice in getattr(chunk, "choices", None) or []:
+            if choice.index != 0:
+                continue
+            self._finish = choice.finish_reason or self._finish
+            delta = choice.delta
+            if delta is None:
+                continue
+            if delta.content:
+                self._text.append(delta.content)
+                changed = True
+            for piece in delta.tool_calls or []:
+                slot = self._calls.setdefault(piece.index, {"id": "", "name": "", "arguments": ""})
+                slot["id"] = piece.id or slot["id"]
+                if piece.function is not None:
+                    slot["name"] += piece.function.name or ""
+                    slot["arguments"] += piece.function.arguments or ""
+                changed = True
+        if changed:
+            self.current = self.current.model_copy(
+                update={"text": "".join(self._text), "tool_calls": self._tool_calls()}
+            )
+        return changed
+
+    def _tool_calls(self) -> list[ToolCall]:
+        return [
+            ToolCall(id=slot["id"] or f"call_{index}", name=slot["name"],
+                     arguments=slot["arguments"] or "{}")
+            for index, slot in sorted(self._calls.items())
+        ]  # fmt: skip
+
+    def response(self, model: str) -> ModelResponse:
+        if self._model is None and not self._text and not self._calls:
+            raise _failure(ModelFailure.INVALID_RESPONSE, "the model server streamed no chunks")
+        usage = self._usage
+        return ModelResponse(
+            message=AssistantItem(
+                content="".join(self._text) or None, tool_calls=self._tool_calls()
+            ),
+            usage=_usage(usage),
+            finish_reason=self._finish,
+            model=self._model or model,
+        )
 
 
 # --------------------------------------------------------------------------- the request
@@ -189,7 +285,7 @@ def _http_timeout(start_to_close: timedelta | None) -> float:
 # --------------------------------------------------------------------------- the response
 
 
-def _response(completion: Any, *, model: str, attempt: int, duration_ms: int) -> ModelResponse:
+def _response(completion: Any, *, model: str) -> ModelResponse:
     choices = getattr(completion, "choices", None)
     if not choices:
         raise _failure(ModelFailure.INVALID_RESPONSE, "the model server returned no choices")
@@ -204,20 +300,21 @@ def _response(completion: Any, *, model: str, attempt: int, duration_ms: int) ->
         for index, tool_call in enumerate(message.tool_calls or [])
         if getattr(tool_call, "type", "function") == "function"
     ]
-    usage = completion.usage
     return ModelResponse(
         message=AssistantItem(content=message.content, tool_calls=calls),
-        usage=TokenUsage(
-            prompt_tokens=usage.prompt_tokens or 0,
-            completion_tokens=usage.completion_tokens or 0,
-            total_tokens=usage.total_tokens or 0,
-        )
-        if usage is not None
-        else TokenUsage(),
+        usage=_usage(completion.usage),
         finish_reason=choice.finish_reason,
         model=completion.model or model,
-        attempt=attempt,
-        duration_ms=duration_ms,
+    )
+
+
+def _usage(usage: Any) -> TokenUsage:
+    if usage is None:
+        return TokenUsage()
+    return TokenUsage(
+        prompt_tokens=usage.prompt_tokens or 0,
+        completion_tokens=usage.completion_tokens or 0,
+        total_tokens=usage.total_tokens or 0,
     )
 
 

@@ -18,13 +18,17 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn, TypeVar
 
 import structlog
 from pydantic import BaseModel, ConfigDict, JsonValue, TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError, to_jsonable_python
-from temporalio.api.errordetails.v1 import MultiOperationExecutionFailure, WorkflowNotReadyFailure
+from temporalio.api.errordetails.v1 import (
+    MultiOperationExecutionFailure,
+    QueryFailedFailure,
+    WorkflowNotReadyFailure,
+)
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -43,23 +47,37 @@ from perennial.client.lifecycle import (
     update_with_start,
 )
 from perennial.client.settings import Settings
+from perennial.client.streaming import TurnFollower
+from perennial.client.transfer import (
+    ExportSource,
+    InvalidExport,
+    check_bundle,
+    read_export,
+    start_from_export,
+)
 from perennial.workflows.entity import AgentWorkflow
 from perennial.workflows.errors import (
     AgentBusy,
+    AgentExists,
     AgentNotFound,
     InvalidMessage,
     InvalidRequest,
     InvalidSchedule,
     PerennialError,
     RunError,
+    VersionNotKept,
     from_application_error,
     parse_input,
     summarize,
 )
+from perennial.workflows.llm.budget import SET_BUDGET_UPDATE, USAGE_QUERY
 from perennial.workflows.messages import (
+    AgentExport,
     AgentName,
     AgentTypeName,
     AskReply,
+    Budget,
+    BusyPolicy,
     CallReply,
     CallRequest,
     CancelScheduleRequest,
@@ -68,6 +86,7 @@ from perennial.workflows.messages import (
     Event,
     EventsPage,
     EventsQuery,
+    ExportRequest,
     Message,
     PendingApproval,
     RollbackRequest,
@@ -77,7 +96,16 @@ from perennial.workflows.messages import (
     ScheduleRequest,
     ScheduleResult,
     SendReceipt,
+    SetBudgetRequest,
+    SqlBlob,
+    SqlRequest,
+    SqlRows,
     StateView,
+    StopRequest,
+    StopResult,
+    StreamItem,
+    StreamPosition,
+    UsageReport,
     WaitEventsRequest,
 )
 from perennial.workflows.registry import AGENT_TYPES, agent_types
@@ -238,6 +266,27 @@ async def _retrying(
     return await call()
 
 
+def _query_failure(err: WorkflowQueryFailedError) -> PerennialError:
+    """A failed query `sql` as Perennial's typed error. Its type is the failure's type where
+    the server passes it on (QueryFailedFailure, in the RPC error the SDK raised this from),
+    else the name its message starts with (`workflows.sql.query_failure`)."""
+    message, kind = err.message, ""
+    rpc = err.__context__
+    found = QueryFailedFailure()
+    if isinstance(rpc, RPCError):
+        for detail in rpc.grpc_status.details:
+            if detail.Unpack(found) and found.failure.HasField("application_failure_info"):
+                kind = found.failure.application_failure_info.type
+    if not kind:
+        kind = message.partition(": ")[0]
+    if message.startswith(f"{kind}: "):
+        message = message[len(kind) + 2 :]
+    return from_application_error(ApplicationError(message, type=kind)) or InvalidRequest(str(err))
+
+
+#: Events before the newest that a turn's stream reads first (see `AgentHandle._start_offset`).
+STREAM_LOOKBACK_EVENTS = 50
+
 #: How long a read (a query) waits for a worker to answer before AgentUnreachable.
 READ_TIMEOUT = timedelta(seconds=10)
 
@@ -276,12 +325,19 @@ class AgentHandle:
 
     # ------------------------------------------------------------------ messages
 
-    def _message(self, text: str, sender: str | None, id: str | None, data: JsonValue) -> Message:
+    def _message(
+        self,
+        text: str,
+        sender: str | None,
+        id: str | None,
+        data: JsonValue,
+        on_busy: BusyPolicy | None = None,
+    ) -> Message:
         # Only a missing id gets a fresh one: an empty id is a mistake (an unset variable?)
         # and is refused like the agent refuses it, not silently replaced, which would turn
         # off duplicate suppression for a caller who believes it passed an id.
         message_id = str(uuid.uuid4()) if id is None else id
-        raw = {"text": text, "sender": sender, "id": message_id, "data": data}
+        raw = {"text": text, "sender": sender, "id": message_id, "data": data, "on_busy": on_busy}
         message = parse_input(Message, raw, error=InvalidMessage)
         return self._agent.check_message(message, self.agent_type)
 
@@ -323,6 +379,7 @@ class AgentHandle:
         sender: str | None = None,
         id: str | None = None,
         data: JsonValue = None,
+        on_busy: BusyPolicy | None = None,
     ) -> str:
         """Fire-and-forget into the inbox, creating the agent if needed. Returns the message
         id (pass your own `id` to make retries safe: a repeated id is applied once).
@@ -330,7 +387,7 @@ class AgentHandle:
         A message up to the type's `max_signal_message_bytes` goes by signal; a larger one by
         update `send`, which the agent may refuse (AgentBusy, retried here) while its run is
         too full to take it."""
-        message = self._message(text, sender, id, data)
+        message = self._message(text, sender, id, data, on_busy)
         assert message.id is not None
         if self._agent.fits_in_signal(message):
             try:
@@ -357,14 +414,20 @@ class AgentHandle:
         id: str | None = None,
         data: JsonValue = None,
         timeout: float | None = None,
+        on_busy: BusyPolicy | None = None,
     ) -> AskReply:
         """Send a message and wait for the agent's reply, creating the agent if needed.
 
         Raises `TurnFailed` if the turn raised (the agent's state is as before), the
         `UsageError` subclasses for bad input, `AgentStopped` if the agent's last run was
         terminated, and `AskTimedOut` after `timeout` seconds (the message is applied when a
-        worker runs: ask again with the same id for its reply)."""
-        message = self._message(text, sender, id, data)
+        worker runs: ask again with the same id for its reply). `on_busy` says what the
+        message does if a turn is running when it arrives (default: the agent type's
+        `busy_policy`): see `perennial.workflows.turn_control`."""
+        message = self._message(text, sender, id, data, on_busy)
+        return await self._ask(message, timeout)
+
+    async def _ask(self, message: Message, timeout: float | None) -> AskReply:
         assert message.id is not None
         # The update id is left to the SDK (unique per call): duplicate suppression is the
         # agent's, by message id, so a retried failed turn is applied afresh rather than
@@ -377,6 +440,69 @@ class AgentHandle:
         )
         return await self._answered(call, timeout, message.id, asked="reply",
                                     accepted="message", again="ask", answer="reply")  # fmt: skip
+
+    async def ask_stream(
+        self,
+        text: str,
+        *,
+        sender: str | None = None,
+        id: str | None = None,
+        data: JsonValue = None,
+        timeout: float | None = None,
+        on_busy: BusyPolicy | None = None,
+        resume: StreamPosition | None = None,
+    ) -> AsyncIterator[StreamItem]:
+        """`ask`, answered as it is written: text deltas (`DeltaItem`), tool calls and their
+        results, a `RestartItem` if a model call is retried (discard that step's text so far),
+        and last the `ReplyItem` (the whole reply, as `ask` returns it). Errors are raised as
+        `ask` raises them, after the items that came before.
+
+        Each item carries its `position`: to resume after losing the stream, ask again with
+        the same `id` and `resume=<the last item's position>`; nothing is applied twice and
+        nothing delivered is repeated."""
+        message = self._message(text, sender, id, data, on_busy)
+        assert message.id is not None
+        answer = asyncio.ensure_future(self._ask(message, timeout))
+        try:
+            if resume is None:  # read while the ask travels (see `_start_offset`)
+                resume = StreamPosition(offset=await self._start_offset())
+            follower = TurnFollower(
+                self._client,
+                agent_id=self.id,
+                turn=message.id,
+                answer=answer,
+                position=resume,
+                interval=self._settings.stream_interval,
+            )
+        except BaseException:
+            answer.cancel()
+            raise
+        async for item in follower.items():
+            yield item
+
+    async def _start_offset(self) -> int:
+        """Where to start reading the agent's log for a turn just asked: a little before its
+        newest event, so the turn's first events are read even if the ask was applied before
+        this query (events of other turns are skipped by id). 0 for an agent that does not
+        exist yet."""
+        try:
+            return max(0, (await self.state_view()).last_event_offset - STREAM_LOOKBACK_EVENTS)
+        except AgentNotFound:
+            return 0
+
+    async def stop(self, *, reason: str | None = None, turn: str | None = None) -> StopResult:
+        """Stop the turn the agent is running (only if it is `turn`, when given): its model
+        and tool calls are cancelled, its caller gets `TurnStopped`, and this returns once
+        the turn has ended, with the version after it (`stopped` False: no such turn ran)."""
+        request = parse_input(StopRequest, {"reason": reason, "turn": turn})
+        handle = self._client.get_workflow_handle(self.id)
+        try:
+            return await _retrying(
+                lambda: handle.execute_update("stop", request, result_type=StopResult),
+                workflow_id=self.id,
+            )
+        except (WorkflowUpdateFailedError, RPCError) as err:
+            _reraise(err, workflow_id=self.id)
 
     async def call(
         self,
@@ -462,6 +588,30 @@ class AgentHandle:
         """The last committed state as JSON, with its version (query `state`)."""
         return await self._query("state", None, StateView)
 
+    async def sql(self, query: str, *params: Any, max_rows: int = 100) -> SqlRows:
+        """One read-only SQL statement on the agent's database (query `sql`), with `?`
+        parameters (None, bool, int, float, str, bytes): its columns and at most `max_rows`
+        rows. Raises `SqlReadOnly` (a write), `SqlNotDeterministic`, `SqlError`,
+        `AgentNotFound`. While a turn holds uncommitted changes the agent answers AgentBusy;
+        this retries for about 12 s first."""
+        values = [SqlBlob.of(bytes(p)) if isinstance(p, bytes | bytearray) else p for p in params]
+        request = parse_input(SqlRequest, {"query": query, "params": values, "max_rows": max_rows})
+        handle = self._client.get_workflow_handle(self.id)
+        for delay in (*_RETRY_DELAYS, None):
+            try:
+                rows: SqlRows = await handle.query(
+                    "sql", request, result_type=SqlRows, rpc_timeout=READ_TIMEOUT
+                )
+                return rows
+            except WorkflowQueryFailedError as err:
+                failure = _query_failure(err)
+                if delay is None or not isinstance(failure, AgentBusy):
+                    raise failure from err
+            except RPCError as err:
+                _reraise(err, workflow_id=self.id)
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
     async def state(self) -> AgentState:
         """The last committed state, parsed into the agent type's state model when this
         process knows the type."""
@@ -474,6 +624,41 @@ class AgentHandle:
             busy=view.busy,
             inbox=view.inbox,
         )
+
+    async def usage(self) -> UsageReport:
+        """What this LLM agent's model calls spent (today, UTC, and over its life), the budget
+        in force and what is left of it (query `usage`)."""
+        self._check_calls_models()
+        return await self._query(USAGE_QUERY, None, UsageReport)
+
+    async def set_budget(self, budget: Budget | Mapping[str, Any] | None) -> UsageReport:
+        """Give this LLM agent its own budget, which replaces its agent type's whole (None:
+        the type's again), and return its usage. An agent of a type this process knows is
+        created if needed; any other must exist (`AgentNotFound`). `InvalidRequest` for a bad
+        budget or an agent type that calls no model; nothing is changed then."""
+        self._check_calls_models()
+        request = parse_input(SetBudgetRequest, {"budget": budget})
+        handle = self._client.get_workflow_handle(self.id)
+
+        def existing() -> Awaitable[UsageReport]:
+            return handle.execute_update(SET_BUDGET_UPDATE, request, result_type=UsageReport)
+
+        if self._agent is AgentWorkflow:  # a type unknown here: a refusal must not create it
+            try:
+                return await _retrying(existing, workflow_id=self.id)
+            except (WorkflowUpdateFailedError, RPCError) as err:
+                _reraise(err, workflow_id=self.id)
+        return await self._update(
+            existing, lambda: self._update_with_start(SET_BUDGET_UPDATE, request, UsageReport)
+        )
+
+    def _check_calls_models(self) -> None:
+        from perennial.workflows.llm.agent import LLMAgent
+
+        if self._agent is not AgentWorkflow and not issubclass(self._agent, LLMAgent):
+            raise InvalidRequest(
+                f"{self.agent_type} agents call no model: they have no usage or budget"
+            )
 
     async def events(self, *, after: int = 0, limit: int | None = None) -> EventsPage:
         """Events with offset > `after` (query `events`)."""
@@ -558,6 +743,40 @@ class AgentHandle:
         reset to its last good workflow task, and the signals and updates it received after
         that are applied again (see `client.lifecycle.recover`)."""
         return await recover(self._client, self.id)
+
+    # ------------------------------------------------------------------ fork and export
+
+    async def export(
+        self, *, version: int | None = None, with_schedules: bool = False
+    ) -> AgentExport:
+        """The agent as a bundle (query `export`; the agent goes on undisturbed): its kept
+        state versions, or only `version` (`VersionNotKept`), and its pending schedules with
+        `with_schedules`. Write it with `bundle.model_dump_json()`; `import_agent` reads it."""
+        request = parse_input(ExportRequest, {"version": version, "with_schedules": with_schedules})
+        try:
+            bundle: AgentExport = await self._query("export", request, AgentExport)
+        except InvalidRequest:  # a failed query says no more than its message: which was it?
+            if version is not None and version not in (await self.state_view()).versions_kept:
+                raise VersionNotKept(f"version {version} of {self.id} is not kept") from None
+            raise
+        return bundle.model_copy(update={"exported_at": datetime.now(UTC)})
+
+    async def fork(
+        self, new_name: str, *, version: int | None = None, with_schedules: bool = False
+    ) -> AgentHandle:
+        """A new agent `{type}/{new_name}` whose state starts as this agent's at `version`
+        (default: the current one, with every kept version); its first event (`forked`) names
+        this agent and the version. Schedules are copied with `with_schedules` (recurring
+        ones keep their next due time; one-shots already past fire at once); the inbox,
+        children, asks, approvals and observations are not. This agent is not touched.
+        Raises `AgentExists` (nothing started), `VersionNotKept`."""
+        target = AgentHandle(self._client, self._settings, self.agent_type, new_name)
+        if target.id == self.id:
+            raise AgentExists(f"cannot fork {self.id} onto itself: pick a new name")
+        bundle = await self.export(version=version, with_schedules=with_schedules)
+        await start_from_export(self._client, bundle, name=new_name,
+                                task_queue=self._settings.task_queue, kind="forked")  # fmt: skip
+        return target
 
     # ------------------------------------------------------------------ schedules
 
@@ -745,6 +964,26 @@ class Perennial:
     def agent(self, agent_type: str, name: str) -> AgentHandle:
         """A handle on the agent `{agent_type}/{name}`; it is created on first message."""
         return AgentHandle(self.client, self.settings, agent_type, name)
+
+    async def import_agent(
+        self, bundle: ExportSource, *, name: str | None = None, agent_type: str | None = None
+    ) -> AgentHandle:
+        """Start an agent from an export (an `AgentExport`, its JSON text or data, or a
+        `pathlib.Path` to the file) as `{type}/{name}` (default: the source's name) on this
+        client's server, namespace and task queue; its first event (`imported`) names the
+        source. `agent_type`, when given, must be the bundle's. Raises `InvalidExport` (a
+        bad or foreign file, a type mismatch), `StateMigrationFailed`, `AgentExists`;
+        nothing is started then."""
+        found = read_export(bundle)
+        if agent_type is not None and agent_type != found.agent_type:
+            raise InvalidExport(
+                f"the export holds a {found.agent_type!r} agent, not a {agent_type!r} one"
+            )
+        handle = self.agent(found.agent_type, name or found.source_id.partition("/")[2])
+        check_bundle(found, known_agent_class(found.agent_type))
+        await start_from_export(self.client, found, name=handle.name,
+                                task_queue=self.settings.task_queue, kind="imported")  # fmt: skip
+        return handle
 
     async def list_agents(
         self,

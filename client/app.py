@@ -8,12 +8,17 @@ type is still reachable, untyped.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from perennial.client.settings import Settings
 from perennial.workflows.errors import UsageError
+
+#: The module-level function of an application module that starts its dev-time services.
+DEV_SERVICES_HOOK = "dev_services"
 
 
 def load_app(settings: Settings) -> None:
@@ -31,4 +36,25 @@ def load_app(settings: Settings) -> None:
             ) from err
 
 
-__all__ = ["load_app"]
+@contextlib.asynccontextmanager
+async def app_dev_services(settings: Settings) -> AsyncIterator[Settings]:
+    """What `perennial dev` and `perennial demo` run beside the worker for the application:
+    each `--app` module that defines `dev_services(settings)` (an async context manager that
+    starts local stand-ins, like a fake provider API, and yields the settings the worker and
+    the gateway run with) is entered in order, each given the settings the one before
+    yielded; all are left, in reverse order, when the command stops."""
+    async with contextlib.AsyncExitStack() as stack:
+        for name in settings.app:
+            hook = getattr(importlib.import_module(name), DEV_SERVICES_HOOK, None)
+            if hook is None:
+                continue
+            served = await stack.enter_async_context(hook(settings))
+            if not isinstance(served, Settings):
+                raise UsageError(
+                    f"{name}.{DEV_SERVICES_HOOK} yielded {type(served).__name__}, not Settings"
+                )
+            settings = served
+        yield settings
+
+
+__all__ = ["DEV_SERVICES_HOOK", "app_dev_services", "load_app"]

@@ -7,14 +7,20 @@
     perennial server | worker             each on its own
     perennial demo [--exit] [--fresh]     dev, plus agents talking (--fresh: start over)
     perennial send notes/alice "buy milk"
-    perennial ask notes/alice "what now?"
+    perennial ask notes/alice "what now?" [--stream] [--on-busy reject]
+    perennial stop assistant/alice [--reason R] [--turn ID]   stop the turn it is running
     perennial call cart/home add_item --arg sku=apple --arg qty=2
     perennial state notes/alice
+    perennial sql notes/alice "SELECT * FROM items WHERE qty > ?" --param 2
     perennial events notes/alice --follow
     perennial list --type notes
+    perennial usage [--type assistant]  what LLM agents' model calls spent, and budgets left
     perennial replay FILE... | --query    before a deploy: do the histories replay?
     perennial rollback notes/alice 3
     perennial recover notes/alice        bring back an agent whose run was terminated or failed
+    perennial fork notes/alice bob [--version 3] [--with-schedules]   a new agent from alice's state
+    perennial export notes/alice > alice.json     state, kept versions (and --with-schedules)
+    perennial import alice.json [--name carol]    start it again (here, or on another server)
     perennial schedule notes/alice --id standup --payload "stand up" --every 3600
     perennial schedules notes/alice
     perennial unschedule notes/alice standup
@@ -55,6 +61,9 @@ def _add_common_options(
         if flag not in skip:
             parser.add_argument(flag, type=kind, default=default, help=text)
 
+
+#: `workflows.messages.BusyPolicy` (spelled out: only the standard library is imported here).
+BUSY_POLICIES = ("queue", "interrupt", "steer", "merge", "reject")
 
 #: (flag, type, help) of the options every command takes (besides --json).
 _COMMON_OPTIONS: tuple[tuple[str, type, str], ...] = (
@@ -123,9 +132,19 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--sender")
         p.add_argument("--id", help="message id (a repeated id is applied once)")
         p.add_argument("--data", help="JSON data to attach")
+        p.add_argument("--on-busy", choices=BUSY_POLICIES,
+                       help="if a turn is running: queue, interrupt it, steer it, merge, reject")  # fmt: skip
         if name == "ask":
             p.add_argument("--timeout", type=float, default=60.0, help="seconds (60)")
+            p.add_argument("--stream", action="store_true",
+                           help="print the reply as it is written (--json: one line per item)")  # fmt: skip
         p.set_defaults(command_fn=fn)
+
+    p = sub.add_parser("stop", help="stop the turn an agent is running (its asker: TurnStopped)")
+    p.add_argument("agent")
+    p.add_argument("--reason", help="recorded in the event log")
+    p.add_argument("--turn", metavar="ID", help="only if the running turn is this message id's")
+    p.set_defaults(command_fn="cmd_stop")
 
     p = sub.add_parser("call", help="call a callable method (creates the agent if needed)")
     p.add_argument("agent", help="TYPE/NAME, like cart/home")
@@ -144,6 +163,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("agent")
     p.set_defaults(command_fn="cmd_state")
 
+    p = sub.add_parser("sql", help="run a read-only SQL query on an agent's database")
+    p.add_argument("agent")
+    p.add_argument("query", help='one statement, like "SELECT * FROM items WHERE qty > ?"')
+    p.add_argument(
+        "--param", action="append", default=[], metavar="VALUE",
+        help="a ? value, repeatable; read as a JSON number, true/false or null if it is one, "
+        "else as text",
+    )  # fmt: skip
+    p.add_argument("--max-rows", type=int, default=100, help="at most this many rows (100)")
+    p.set_defaults(command_fn="cmd_sql")
+
     p = sub.add_parser("events", help="show (or --follow) an agent's event log")
     p.add_argument("agent")
     p.add_argument("--after", type=int, default=0, help="only events after this offset")
@@ -155,6 +185,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("agent")
     p.add_argument("version", type=int)
     p.set_defaults(command_fn="cmd_rollback")
+
+    p = sub.add_parser("fork", help="start a new agent from another's state (it is not touched)")
+    p.add_argument("agent", help="TYPE/NAME of the source")
+    p.add_argument("new_name", help="the new agent's NAME (same type)")
+    p.add_argument("--version", type=int, help="a kept version (default: the current one)")
+    p.add_argument("--with-schedules", action="store_true", help="copy its schedules too")
+    p.set_defaults(command_fn="cmd_fork")
+
+    p = sub.add_parser("export", help="print an agent as an export file (JSON) on stdout")
+    p.add_argument("agent")
+    p.add_argument("--version", type=int, help="only this kept version (default: all kept)")
+    p.add_argument("--with-schedules", action="store_true", help="include its schedules")
+    p.set_defaults(command_fn="cmd_export")
+
+    p = sub.add_parser("import", help="start an agent from an export file (`-`: stdin)")
+    p.add_argument("file", type=Path)
+    p.add_argument("--name", help="NAME (or TYPE/NAME, TYPE the file's) (default: the source's)")
+    p.set_defaults(command_fn="cmd_import")
 
     p = sub.add_parser("recover", help="bring back an agent whose run was terminated or failed")
     p.add_argument("agent")
@@ -224,6 +272,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="include agents that are not running")
     p.add_argument("--limit", type=int, default=100)
     p.set_defaults(command_fn="cmd_list")
+
+    p = sub.add_parser("usage", help="tokens and cost LLM agents spent, and their budgets")
+    p.add_argument("--type", help="one agent type")
+    p.add_argument("--all", action="store_true", help="include agents that are not running")
+    p.add_argument("--limit", type=int, default=1000, help="at most this many agents (1000)")
+    p.set_defaults(command_fn="cmd_usage")
     return parser
 
 

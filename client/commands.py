@@ -22,7 +22,18 @@ from perennial.client.llm_events import format_llm_event
 from perennial.client.server import DevServer
 from perennial.client.settings import Settings
 from perennial.workflows.errors import InvalidSchedule, RunError, UsageError
-from perennial.workflows.messages import Event, Schedule
+from perennial.workflows.messages import (
+    DeltaItem,
+    Event,
+    ReplyItem,
+    RestartItem,
+    Schedule,
+    SqlBlob,
+    SqlRows,
+    StreamItem,
+    ToolCallItem,
+    ToolResultItem,
+)
 from perennial.workflows.schedules import describe
 
 T = TypeVar("T")
@@ -108,6 +119,11 @@ def format_event(event: Event) -> str:
                 f"#{event.offset} {at} alarm {event.schedule_id} due {_when(event.due_at)} "
                 f"({late:.2f}s late{missed}{following}): {event.payload}"
             )
+        case "forked" | "imported":
+            copied = f", {event.schedules} schedules" if event.schedules else ""
+            return (
+                f"#{event.offset} {at} {event.kind} from {event.source_id} v{event.version}{copied}"
+            )
     return f"#{event.offset} {at} {event.kind}"
 
 
@@ -134,21 +150,93 @@ async def _agent(args: argparse.Namespace, settings: Settings) -> tuple[Perennia
 async def cmd_send(args: argparse.Namespace, settings: Settings) -> None:
     _, agent = await _agent(args, settings)
     message_id = await agent.send(
-        args.text, sender=args.sender, id=args.id, data=_json_arg(args.data)
+        args.text, sender=args.sender, id=args.id, data=_json_arg(args.data), on_busy=args.on_busy
     )
     _emit(args, {"id": message_id}, f"sent {message_id} to {agent.id}")
 
 
 async def cmd_ask(args: argparse.Namespace, settings: Settings) -> None:
     _, agent = await _agent(args, settings)
-    reply = await agent.ask(
-        args.text,
-        sender=args.sender,
-        id=args.id,
-        data=_json_arg(args.data),
-        timeout=args.timeout,
-    )
+    fields: dict[str, Any] = {"sender": args.sender, "id": args.id, "data": _json_arg(args.data),
+                              "timeout": args.timeout, "on_busy": args.on_busy}  # fmt: skip
+    if args.stream:
+        printer = _TurnPrinter(json_lines=args.json)
+        try:
+            async for item in agent.ask_stream(args.text, **fields):
+                printer.show(item)
+        finally:
+            printer.end_line()  # an error is reported after the text that came before it
+        return
+    reply = await agent.ask(args.text, **fields)
     _emit(args, reply, f"{reply.reply}\n  (v{reply.version}, message {reply.id})")
+
+
+class _TurnPrinter:
+    """`ask --stream`: the text on stdout as it is written, tool calls, results and restarts
+    as short lines on stderr, the version last as `ask` prints it (`--json`: each item as one
+    JSON line on stdout)."""
+
+    def __init__(self, *, json_lines: bool) -> None:
+        self._json = json_lines
+        self._step = 0  # the step whose text is being printed (0: none yet)
+        self._open = False  # stdout has text not ended by a newline
+
+    def show(self, item: StreamItem) -> None:
+        if self._json:
+            print(item.model_dump_json(), flush=True)
+            return
+        match item:
+            case DeltaItem():
+                if self._step and item.step != self._step:
+                    self.end_line()  # each step's text on its own line
+                self._step = item.step
+                self._text(item.text)
+            case RestartItem():
+                self.end_line()
+                self._note(f"[step {item.step} restarts (attempt {item.attempt}): "
+                           "its text above is void]")  # fmt: skip
+            case ToolCallItem():
+                self.end_line()
+                self._note(f"[tool {item.name}({_clip(item.arguments)})]")
+            case ToolResultItem():
+                outcome = "ok" if item.ok else "failed"
+                self._note(f"[tool {item.name} {outcome}: {_clip(item.result)}]")
+            case ReplyItem():
+                if not self._step:  # nothing was streamed (an agent that calls no model)
+                    self._text(str(item.reply))
+                self.end_line()
+                print(f"  (v{item.version}, message {item.id})", flush=True)
+
+    def end_line(self) -> None:
+        if self._open:
+            print(flush=True)
+            self._open = False
+
+    def _text(self, text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        self._open = self._open or bool(text)
+        if text.endswith("\n"):
+            self._open = False
+
+    def _note(self, line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+
+def _clip(text: str, limit: int = 120) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+async def cmd_stop(args: argparse.Namespace, settings: Settings) -> None:
+    _, agent = await _agent(args, settings)
+    result = await agent.stop(reason=args.reason, turn=args.turn)
+    if result.stopped:
+        human = f"stopped turn {result.turn} of {agent.id}; it is at v{result.version}"
+    else:
+        which = f"turn {args.turn}" if args.turn else "turn"
+        human = f"no {which} was running on {agent.id} (v{result.version}): nothing stopped"
+    _emit(args, result, human)
 
 
 async def cmd_call(args: argparse.Namespace, settings: Settings) -> None:
@@ -218,6 +306,42 @@ async def cmd_state(args: argparse.Namespace, settings: Settings) -> None:
     _emit(args, view, human)
 
 
+async def cmd_sql(args: argparse.Namespace, settings: Settings) -> None:
+    _, agent = await _agent(args, settings)
+    params = [_sql_param(value) for value in args.param]
+    found = await _answered(agent.sql(args.query, *params, max_rows=args.max_rows), settings)
+    _emit(args, found, format_rows(found))
+
+
+def _sql_param(value: str) -> Any:
+    """A `--param`: a JSON scalar when it is one (`2`, `1.5`, `true`, `null`), else the text
+    (`apple`, `007`). A JSON string (`"2"`) is the text inside the quotes."""
+    parsed = _json_or_text(value)
+    return parsed if parsed is None or isinstance(parsed, str | int | float | bool) else value
+
+
+def format_rows(found: SqlRows) -> str:
+    """Rows as an aligned table, for people (BLOBs as their size)."""
+    cells = [[_cell(value) for value in row] for row in found.rows]
+    widths = [
+        max([len(name), *(len(row[i]) for row in cells)]) for i, name in enumerate(found.columns)
+    ]
+    lines = ["  ".join(name.ljust(w) for name, w in zip(found.columns, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    more = " (truncated: more rows matched)" if found.truncated else ""
+    lines.append(f"({len(found.rows)} row{'s' if len(found.rows) != 1 else ''}{more})")
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, SqlBlob):
+        return f"<blob {len(value.data)} bytes>"
+    return str(value)
+
+
 async def cmd_events(args: argparse.Namespace, settings: Settings) -> None:
     _, agent = await _agent(args, settings)
     if not args.follow:
@@ -234,6 +358,49 @@ async def cmd_events(args: argparse.Namespace, settings: Settings) -> None:
         except EventsMissed as err:  # say so, and go on from the oldest event kept
             print(f"warning: {err}", file=sys.stderr)
             after = err.resume_after
+
+
+async def cmd_export(args: argparse.Namespace, settings: Settings) -> None:
+    from perennial.client.transfer import export_text
+
+    _, agent = await _agent(args, settings)
+    bundle = await _answered(
+        agent.export(version=args.version, with_schedules=args.with_schedules), settings
+    )
+    print(export_text(bundle))  # the file itself, `--json` or not: `> agent.json`
+    if not args.json:
+        print(f"exported {agent.id} v{bundle.version}: {len(bundle.snapshots)} kept versions, "
+              f"{len(bundle.schedules)} schedules", file=sys.stderr)  # fmt: skip
+
+
+async def cmd_import(args: argparse.Namespace, settings: Settings) -> None:
+    from perennial.client.transfer import read_export
+
+    text = sys.stdin.read() if str(args.file) == "-" else args.file
+    bundle = read_export(text)
+    agent_type, name = None, args.name
+    if name is not None and "/" in name:  # --name TYPE/NAME: the type must be the bundle's
+        agent_type, name = _parse_agent(name)
+    perennial = await Perennial.connect(settings)
+    agent = await perennial.import_agent(bundle, name=name, agent_type=agent_type)
+    _emit(args, {"id": agent.id, "source_id": bundle.source_id, "version": bundle.version,
+                 "versions": len(bundle.snapshots), "schedules": len(bundle.schedules)},
+          f"imported {bundle.source_id} v{bundle.version} as {agent.id} "
+          f"({len(bundle.snapshots)} kept versions, {len(bundle.schedules)} schedules)")  # fmt: skip
+
+
+async def cmd_fork(args: argparse.Namespace, settings: Settings) -> None:
+    from perennial.client.transfer import start_from_export
+
+    perennial, source = await _agent(args, settings)
+    target = perennial.agent(source.agent_type, args.new_name)  # a bad name: refused here
+    bundle = await _answered(
+        source.export(version=args.version, with_schedules=args.with_schedules), settings
+    )
+    done = await start_from_export(perennial.client, bundle, name=target.name,
+                                   task_queue=settings.task_queue, kind="forked")  # fmt: skip
+    _emit(args, done, f"forked {source.id} v{done.version} as {done.id} ({done.versions} kept "
+                      f"versions, {done.schedules} schedules)")  # fmt: skip
 
 
 async def cmd_rollback(args: argparse.Namespace, settings: Settings) -> None:
@@ -316,6 +483,19 @@ async def cmd_list(args: argparse.Namespace, settings: Settings) -> None:
     for a in agents:
         active = f"{a.last_active:%Y-%m-%d %H:%M:%S}" if a.last_active else "-"
         print(f"{a.workflow_id:40} {a.status or '-':18} v{a.version or 0:<6} last active {active}")
+
+
+async def cmd_usage(args: argparse.Namespace, settings: Settings) -> None:
+    from perennial.client.usage import collect_usage, format_usage
+
+    perennial = await Perennial.connect(settings)
+    summary = await collect_usage(
+        perennial, agent_type=args.type, running_only=not args.all, limit=args.limit
+    )
+    for agent in summary.agents:
+        if agent.status == "failed":
+            print(f"warning: {agent.agent_id}: {agent.error}", file=sys.stderr)
+    _emit(args, summary, format_usage(summary))
 
 
 async def cmd_replay(args: argparse.Namespace, settings: Settings) -> None:
@@ -497,7 +677,10 @@ async def cmd_dev(args: argparse.Namespace, settings: Settings) -> None:
         print("Worker running. Ctrl-C to stop.", flush=True)
         await _until_stopped()
 
-    await _with_runtime(settings, args.headless, body, gateway=not args.no_gateway)
+    from perennial.client.app import app_dev_services
+
+    async with app_dev_services(settings) as settings:  # the application's local stand-ins
+        await _with_runtime(settings, args.headless, body, gateway=not args.no_gateway)
 
 
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
@@ -522,6 +705,8 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
         print("\nThey keep running; try the commands above. Ctrl-C stops.")
         await _until_stopped()
 
+    from perennial.client.app import app_dev_services
+
     # No model endpoint configured: the optional tiny local model, if it is installed.
-    async with local_model_if_needed(settings) as settings:
+    async with local_model_if_needed(settings) as settings, app_dev_services(settings) as settings:
         await _with_runtime(settings, args.headless, body, gateway=not args.no_gateway)

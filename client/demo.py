@@ -8,6 +8,7 @@ next run over the same database, ...), so a second run shows what the first one 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,4 +200,14 @@ async def run_demo(settings: Settings, *, gateway: str | None = None) -> None:
         await _visibility(run, caught_up, ours)
     finally:
         caught_up.cancel()
+    await _app_demos(perennial, settings, gateway)
     _hints(run, alice, settings, gateway)
+
+
+async def _app_demos(perennial: Perennial, settings: Settings, gateway: str | None) -> None:
+    """The application's own part of the demo: each `--app` module that defines
+    `async def demo(perennial, settings, *, gateway)` runs after the built-in sections."""
+    for name in settings.app:
+        hook = getattr(importlib.import_module(name), "demo", None)
+        if hook is not None:
+            await hook(perennial, settings, gateway=gateway)

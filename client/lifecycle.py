@@ -229,8 +229,11 @@ async def _reset_point(client: Client, workflow_id: str) -> tuple[str, int]:
         async for event in client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history_events()
         if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
     ]
-    if description.status == WorkflowExecutionStatus.FAILED:
-        completed = completed[:-1]  # the task that failed the run is not a good one
+    if description.status == WorkflowExecutionStatus.FAILED and len(completed) > 1:
+        # The task that failed the run is not a good one. When it was the run's first (a start
+        # input the code could not read: a state to migrate), the run is redone from its
+        # start, by the code deployed now.
+        completed = completed[:-1]
     if not completed:
         raise InvalidRequest(
             f"agent {workflow_id!r} never completed a workflow task in its last run: there is "

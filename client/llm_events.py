@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from perennial.workflows.messages import (
+    BudgetExceededEvent,
     ErrorEvent,
     Event,
     RunStartedEvent,
     StepEvent,
+    SummaryEvent,
     TextEvent,
     TokenUsage,
     ToolCallEvent,
@@ -25,10 +27,21 @@ def format_llm_event(event: Event) -> str | None:
     if isinstance(event, StepEvent):
         tools = f", asks for {', '.join(event.tool_calls)}" if event.tool_calls else ""
         retried = f", {event.attempts} attempts" if event.attempts > 1 else ""
+        cost = f", ${event.cost_usd:.6f}" if event.cost_usd is not None else ""
         return (
-            f"{head}   step {event.step} {event.model}: {_tokens(event.usage)}, "
+            f"{head}   step {event.step} {event.model}: {_tokens(event.usage)}{cost}, "
             f"{event.duration_ms} ms{retried}{tools}"
         )
+    if isinstance(event, BudgetExceededEvent):
+        return (
+            f"{head}   BUDGET {event.limit} reached: {event.spent:,.6g} spent of "
+            f"{event.allowed:,.6g}; no model call made"
+        )
+    if isinstance(event, SummaryEvent):
+        what = f"{event.exchanges} exchanges ({event.items} items)"
+        if not event.ok:
+            return f"{head}   summary of {what} FAILED ({event.fallback}): {event.error}"
+        return f"{head}   summarised {what}: {_tokens(event.usage)} -> {event.summary}"
     if isinstance(event, TextEvent):
         return f"{head}   says: {event.text}"
     if isinstance(event, ToolCallEvent):

@@ -28,12 +28,14 @@ _ENV = {
     "ui_port": "PERENNIAL_UI_PORT",
     "max_cached_workflows": "PERENNIAL_MAX_CACHED_WORKFLOWS",
     "sticky_timeout_seconds": "PERENNIAL_STICKY_TIMEOUT_SECONDS",
+    "stream_interval_ms": "PERENNIAL_STREAM_INTERVAL_MS",
     "lean_runner": "PERENNIAL_LEAN_RUNNER",
     "log_format": "PERENNIAL_LOG_FORMAT",
     "log_level": "PERENNIAL_LOG_LEVEL",
     "openai_api_key": "OPENAI_API_KEY",
     "openai_base_url": "OPENAI_BASE_URL",
     "openai_model": "OPENAI_MODEL",
+    "prices_file": "PERENNIAL_PRICES_FILE",
     "app": "PERENNIAL_APP",
     "gateway_host": "PERENNIAL_GATEWAY_HOST",
     "gateway_port": "PERENNIAL_GATEWAY_PORT",
@@ -58,6 +60,8 @@ _ENV = {
 }
 #: `tool_secrets` is the one field read from a family of variables: PERENNIAL_SECRET_<NAME>.
 TOOL_SECRET_ENV_PREFIX = "PERENNIAL_SECRET_"
+#: ... and `app_settings` from another: PERENNIAL_SETTING_<NAME>.
+APP_SETTING_ENV_PREFIX = "PERENNIAL_SETTING_"
 
 
 class Settings(BaseModel):
@@ -87,6 +91,9 @@ class Settings(BaseModel):
     #: their next wake) and how long a task waits for the worker that has the agent cached.
     max_cached_workflows: int = Field(default=1000, ge=0)
     sticky_timeout_seconds: float = Field(default=10.0, gt=0)
+    #: How often a streaming model call's progress reaches the server (the worker's heartbeat
+    #: throttle), and how often stream readers look for it: the latency a delta may add.
+    stream_interval_ms: int = Field(default=40, ge=5, le=5_000)
     #: The worker's lean sandboxed runner (see perennial.sdk_internals); off: the SDK's own.
     lean_runner: bool = True
 
@@ -100,6 +107,9 @@ class Settings(BaseModel):
     openai_base_url: str | None = None
     #: The model of agent types that do not name one.
     openai_model: str = "gpt-4o-mini"
+    #: The price table of model calls (TOML: USD per 1M input and output tokens per model;
+    #: see perennial.activities.pricing), read when the worker starts. Unset: no costs.
+    prices_file: Path | None = None
 
     #: An application's modules (comma-separated in the environment, `--app` on every
     #: command): imported first by the worker (its agent types and tools run there), the CLI,
@@ -152,11 +162,19 @@ class Settings(BaseModel):
     #: Secrets that activity tools receive through `ToolSecret` parameters, by lower-case name
     #: (`PERENNIAL_SECRET_GITHUB` -> "github"); read on the worker, never sent to workflows.
     tool_secrets: dict[str, SecretStr] = Field(default_factory=dict)
+    #: An application's own settings (base URLs, limits; not secrets: those are
+    #: `tool_secrets`), by lower-case name (`PERENNIAL_SETTING_TRAVEL_SEARCH_BASE_URL` ->
+    #: "travel_search_base_url"); its activity tools read them through `ToolContext.settings`.
+    app_settings: dict[str, str] = Field(default_factory=dict)
 
-    @field_validator("tool_secrets", mode="after")
+    @field_validator("tool_secrets", "app_settings", mode="after")
     @classmethod
-    def _lower_secret_names(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
-        return {name.lower(): secret for name, secret in value.items()}
+    def _lower_names(cls, value: dict[str, object]) -> dict[str, object]:
+        return {name.lower(): item for name, item in value.items()}
+
+    def app_setting(self, name: str, default: str | None = None) -> str | None:
+        """The application setting `name` (case-insensitive; unset or empty: `default`)."""
+        return self.app_settings.get(name.lower()) or default
 
     @field_validator("app", "gateway_cors_origins", "codec_cors_origins", mode="before")
     @classmethod
@@ -180,7 +198,7 @@ class Settings(BaseModel):
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         """Settings from the environment (see `_ENV` for the names, and
-        `TOOL_SECRET_ENV_PREFIX`), then explicit overrides."""
+        `TOOL_SECRET_ENV_PREFIX`, `APP_SETTING_ENV_PREFIX`), then explicit overrides."""
         env = os.environ if env is None else env
         values: dict[str, object] = {
             field: env[name] for field, name in _ENV.items() if env.get(name, "") != ""
@@ -192,6 +210,13 @@ class Settings(BaseModel):
         }
         if tool_secrets:
             values["tool_secrets"] = tool_secrets
+        app_settings = {
+            name.removeprefix(APP_SETTING_ENV_PREFIX): value
+            for name, value in env.items()
+            if name.startswith(APP_SETTING_ENV_PREFIX) and name != APP_SETTING_ENV_PREFIX and value
+        }
+        if app_settings:
+            values["app_settings"] = app_settings
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.model_validate(values)
 
@@ -236,6 +261,10 @@ class Settings(BaseModel):
         port = self.web_ui_port
         hosts = (self.server_ip, "127.0.0.1", "localhost")
         return tuple(dict.fromkeys(f"http://{host}:{port}" for host in hosts))
+
+    @property
+    def stream_interval(self) -> timedelta:
+        return timedelta(milliseconds=self.stream_interval_ms)
 
     @property
     def sticky_timeout(self) -> timedelta:

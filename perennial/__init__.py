@@ -32,13 +32,21 @@ if TYPE_CHECKING:
         MethodNotFound,
         PerennialError,
         RunError,
+        SqlError,
+        SqlNotDeterministic,
+        SqlReadOnly,
+        StateMigrationFailed,
         StateTooLarge,
+        ToolFailed,
         TurnFailed,
         UsageError,
     )
     from perennial.workflows.llm import (
         CONTEXT_TOOLS,
+        SQL_TOOLS,
         STATE_TOOLS,
+        Budget,
+        ContextWindow,
         LLMAgent,
         LLMState,
         ModelSettings,
@@ -47,6 +55,7 @@ if TYPE_CHECKING:
         activity_tool,
         workflow_tool,
     )
+    from perennial.workflows.llm.tool_runner import run_tool
     from perennial.workflows.llm.tools import ToolSecret
     from perennial.workflows.messages import (
         AgentReplyWake,
@@ -58,6 +67,7 @@ if TYPE_CHECKING:
         ScheduleRequest,
     )
     from perennial.workflows.registry import agent_type
+    from perennial.workflows.sql import SqlResult
 
 #: Public name -> the module that defines it.
 _EXPORTS: dict[str, str] = {
@@ -73,13 +83,21 @@ _EXPORTS: dict[str, str] = {
     "ScheduleRequest": "perennial.workflows.messages",
     "LLMAgent": "perennial.workflows.llm",
     "LLMState": "perennial.workflows.llm",
+    "Budget": "perennial.workflows.llm",
+    "ContextWindow": "perennial.workflows.llm",
     "ModelSettings": "perennial.workflows.llm",
     "ToolContext": "perennial.workflows.llm",
     "ToolError": "perennial.workflows.llm",
     "ToolSecret": "perennial.workflows.llm.tools",
     "activity_tool": "perennial.workflows.llm",
+    "run_tool": "perennial.workflows.llm.tool_runner",
     "workflow_tool": "perennial.workflows.llm",
     "STATE_TOOLS": "perennial.workflows.llm",
+    "SQL_TOOLS": "perennial.workflows.llm",
+    "SqlResult": "perennial.workflows.sql",
+    "SqlError": "perennial.workflows.errors",
+    "SqlNotDeterministic": "perennial.workflows.errors",
+    "SqlReadOnly": "perennial.workflows.errors",
     "CONTEXT_TOOLS": "perennial.workflows.llm",
     "PerennialError": "perennial.workflows.errors",
     "UsageError": "perennial.workflows.errors",
@@ -88,7 +106,9 @@ _EXPORTS: dict[str, str] = {
     "InvalidRequest": "perennial.workflows.errors",
     "MethodNotFound": "perennial.workflows.errors",
     "TurnFailed": "perennial.workflows.errors",
+    "ToolFailed": "perennial.workflows.errors",
     "StateTooLarge": "perennial.workflows.errors",
+    "StateMigrationFailed": "perennial.workflows.errors",
 }
 
 __all__ = [
@@ -102,23 +122,33 @@ __all__ = [
     "InvalidRequest",
     "LLMAgent",
     "LLMState",
+    "Budget",
+    "ContextWindow",
     "Message",
     "MethodNotFound",
     "ModelSettings",
     "PeerChangedWake",
     "PerennialError",
     "RunError",
+    "SQL_TOOLS",
     "STATE_TOOLS",
     "ScheduleRequest",
+    "SqlError",
+    "SqlNotDeterministic",
+    "SqlReadOnly",
+    "SqlResult",
+    "StateMigrationFailed",
     "StateTooLarge",
     "ToolContext",
     "ToolError",
+    "ToolFailed",
     "ToolSecret",
     "TurnFailed",
     "UsageError",
     "activity_tool",
     "agent_type",
     "callable_method",
+    "run_tool",
     "workflow_tool",
 ]
 

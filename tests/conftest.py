@@ -110,6 +110,10 @@ class WorkerProcess:
             env["OPENAI_API_KEY"] = s.openai_api_key.get_secret_value()
         if s.app:
             env["PERENNIAL_APP"] = ",".join(s.app)
+        # An application's settings and its tools' secrets (a provider server's URL, say).
+        env.update({f"PERENNIAL_SETTING_{k.upper()}": v for k, v in s.app_settings.items()})
+        env.update({f"PERENNIAL_SECRET_{k.upper()}": v.get_secret_value()
+                    for k, v in s.tool_secrets.items()})  # fmt: skip
         self._proc = subprocess.Popen(
             [sys.executable, str(ROOT / "worker.py")], env=env, cwd=ROOT, start_new_session=True
         )

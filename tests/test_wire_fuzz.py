@@ -70,6 +70,7 @@ from perennial.workflows.messages import (
     ChildReport,
     DecideRequest,
     EventsQuery,
+    ExportRequest,
     Message,
     PeerChange,
     RollbackRequest,
@@ -189,6 +190,7 @@ QUERIES: dict[str, Bases] = {
     "asks": (None, [{}]),
     "subscriptions": (None, [{}]),
     "confirm_subscription": (SubscriptionCheck, [{"peer_id": "notes/fz-peer", "token": TOKEN}]),
+    "export": (ExportRequest, [{}, {"version": 0, "with_schedules": True}]),
 }
 
 #: Which agents an endpoint is fuzzed on: `rollback` only on the cart (a rollback of the notes
@@ -436,7 +438,7 @@ def _sdk_gap(case: Case) -> bool:
 
 
 #: Endpoints that read a missing argument as "all defaults".
-DEFAULT_WHEN_MISSING = frozenset({"events", "wait_events"})
+DEFAULT_WHEN_MISSING = frozenset({"events", "wait_events", "export"})
 
 
 def _valid(model: type[BaseModel], arg: Arg, *, missing_ok: bool = False) -> bool:

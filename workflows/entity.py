@@ -50,22 +50,28 @@ from perennial.workflows.errors import (
     InvalidStart,
     MethodNotFound,
     PerennialError,
+    StateMigrationFailed,
     StateTooLarge,
     TurnFailed,
+    TurnInProgress,
+    TurnStopped,
     UsageError,
     parse_input,
     summarize,
     to_application_error,
 )
 from perennial.workflows.eventlog import EventLog
+from perennial.workflows.export import EXPORT_QUERY, build_export, record_origin
 from perennial.workflows.inbox import Inbox
 from perennial.workflows.messages import (
     MAX_TEXT_CHARS,
+    AgentExport,
     AgentReplyWake,
     AgentStart,
     AlarmWake,
     ApprovalWake,
     AskReply,
+    BusyPolicy,
     CallReply,
     CallRequest,
     CancelScheduleRequest,
@@ -77,6 +83,7 @@ from perennial.workflows.messages import (
     Event,
     EventsPage,
     EventsQuery,
+    ExportRequest,
     Message,
     MessageWake,
     MethodCall,
@@ -92,22 +99,37 @@ from perennial.workflows.messages import (
     ScheduleRequest,
     ScheduleResult,
     SendReceipt,
+    SqlRequest,
+    SqlRows,
     StateView,
+    StopRequest,
+    StopResult,
     Subscription,
     SubscriptionCheck,
     TurnEvent,
     TurnFailedEvent,
+    TurnStoppedEvent,
+    UsageReport,
     WaitEventsRequest,
     Wake,
     preview,
 )
 from perennial.workflows.messaging import Messaging
+from perennial.workflows.migrations import Migration, StateSchema
 from perennial.workflows.observing import CONFIRM_SUBSCRIPTION_QUERY, Observing
 from perennial.workflows.packing import pack_carried, unpack_carried
 from perennial.workflows.parts import AgentContext, Part, SignalHandler, overrides
 from perennial.workflows.payloads import MISSING, decode
 from perennial.workflows.publisher import Publisher, PublishPolicy
 from perennial.workflows.run_budget import NEXT_TASK_ACTIVITY, RunBudget, RunLimits
+from perennial.workflows.sql import (
+    SqlDatabase,
+    SqlLimits,
+    SqlResult,
+    check_carried,
+    query_failure,
+)
+from perennial.workflows.turn_control import StopRequested, TurnControl
 from perennial.workflows.versions import Versions
 from perennial.workflows.visibility import AgentStatus, split_agent_id
 
@@ -146,12 +168,19 @@ class AgentWorkflow(Generic[StateT]):
     # --- state and history kept per agent
     #: Committed versions kept for rollback (each is a full copy of the state).
     max_versions: ClassVar[int] = 10
+    #: The version of the state's shape, and the steps from each older one (k -> k + 1) that
+    #: kept states written before are migrated with when read (workflows.migrations).
+    state_schema_version: ClassVar[int] = 0
+    state_migrations: ClassVar[Mapping[int, Migration]] = MappingProxyType({})
     #: Events kept in the log (older ones are dropped; offsets keep counting).
     event_log_size: ClassVar[int] = 500
     #: Message ids remembered for duplicate suppression (with their replies).
     dedup_window: ClassVar[int] = 2_000
 
     # --- messages
+    #: What a message arriving mid-turn does unless it says (`Message.on_busy`): see
+    #: `workflows.turn_control`.
+    busy_policy: ClassVar[BusyPolicy] = "queue"
     #: Longest message text accepted.
     max_text_chars: ClassVar[int] = MAX_TEXT_CHARS
     #: Largest message accepted, as JSON (text, sender, id and data together), by update.
@@ -190,6 +219,17 @@ class AgentWorkflow(Generic[StateT]):
     max_versions_bytes: ClassVar[int] = 768 * 1024
     max_dedup_bytes: ClassVar[int] = 256 * 1024
     max_carried_inbox_bytes: ClassVar[int] = 384 * 1024
+
+    # --- the SQL database (`self.sql`; see workflows.sql)
+    #: Its size (page_count * page_size): a statement that would grow it further fails
+    #: (StateTooLarge) and changes nothing.
+    max_sql_bytes: ClassVar[int] = 1024 * 1024
+    #: The log that restores older versions; past it, the oldest versions are dropped.
+    max_sql_log_bytes: ClassVar[int] = 256 * 1024
+    #: What continue-as-new carries of it (compressed); past it, only the current version.
+    max_sql_carried_bytes: ClassVar[int] = 1024 * 1024
+    #: SQLite steps one statement may take (a count, so the limit replays the same).
+    max_sql_steps: ClassVar[int] = 50_000_000
 
     # --- reads
     #: Default wait of `wait_events` (at most 60 s), and how many may wait at once: each
@@ -233,17 +273,22 @@ class AgentWorkflow(Generic[StateT]):
         self._info = info
         self.agent_type = info.workflow_type
         self.agent_name = split_agent_id(info.workflow_id, info.workflow_type)
+        self._schema = StateSchema(self.agent_type, self.state_schema_version,
+                                   self.state_migrations, self.state_model)  # fmt: skip
         carried, self._bad_start = self._read_start(start)
         self._generation = carried.generation
         self._versions = Versions(
-            keep=self.max_versions, max_bytes=self.max_versions_bytes, snapshots=carried.snapshots
-        )
+            keep=self.max_versions, max_bytes=self.max_versions_bytes, snapshots=carried.snapshots,
+            schema_version=self.state_schema_version,
+        )  # fmt: skip
         if self._versions.empty:
             self._versions.commit(self.initial_state().model_dump_json())
         self.state: StateT = self._restore(self._versions.current_json)
         self._events = EventLog(
             capacity=self.event_log_size, events=carried.events, next_offset=carried.next_offset
         )
+        if carried.origin is not None and carried.generation == 0:  # a fork's or import's start
+            record_origin(self._events, carried.origin)
         self._seen = SeenWindow(
             capacity=self.dedup_window, max_bytes=self.max_dedup_bytes, seen=carried.seen
         )
@@ -254,14 +299,25 @@ class AgentWorkflow(Generic[StateT]):
         self._draining = False
         self._event_waiters = 0
 
-    def _read_start(self, raw: RawValue) -> tuple[AgentStart, InvalidStart | None]:
+    def _read_start(
+        self, raw: RawValue
+    ) -> tuple[AgentStart, InvalidStart | StateMigrationFailed | None]:
         """The start input, or (an empty start, why it is unusable): the run then fails at
-        once instead of failing its first workflow task forever."""
+        once instead of failing its first workflow task forever. The current state is migrated
+        to the type's state schema here (StateMigrationFailed fails the run the same way; its
+        input stays in history for `recover` after a fixed deploy: workflows.migrations)."""
         try:
-            carried = unpack_carried(decode(raw, AgentStart, error=InvalidStart, default=AgentStart()))
-            for snapshot in carried.snapshots[-1:]:  # the state it would restore must load
-                self._restore(snapshot.state_json)
-        except InvalidStart as err:
+            carried = unpack_carried(
+                decode(raw, AgentStart, error=InvalidStart, default=AgentStart())
+            )
+            if carried.snapshots:
+                current = self._schema.migrate(carried.snapshots[-1])
+                carried.snapshots[-1] = current
+                self._restore(current.state_json)  # the state it would restore must load
+            check_carried(
+                carried.sql, version=carried.snapshots[-1].version if carried.snapshots else 0
+            )
+        except (InvalidStart, StateMigrationFailed) as err:
             return AgentStart(), err
         except Exception as err:  # a snapshot or packed bulk that is bad
             detail = summarize(err) if isinstance(err, ValidationError) else str(err)[:200]
@@ -294,6 +350,7 @@ class AgentWorkflow(Generic[StateT]):
             version=lambda: self._versions.version,
         )
         self._ctx = ctx
+        self._turns = TurnControl(ctx, inbox=self._inbox, default_policy=self.busy_policy)
         self._alarms = Alarms(
             ctx,
             carried.alarms,
@@ -325,6 +382,10 @@ class AgentWorkflow(Generic[StateT]):
         self._approvals = Approvals(
             ctx, carried.approvals, keep=self.decisions_kept, max_pending=self.max_pending_approvals
         )
+        self._sql = SqlDatabase(ctx, carried.sql, versions=self._versions, limits=SqlLimits(
+            max_bytes=self.max_sql_bytes, max_log_bytes=self.max_sql_log_bytes,
+            max_carried_bytes=self.max_sql_carried_bytes, max_steps=self.max_sql_steps,
+        ))  # fmt: skip
         #: Idle status: the first part with a say wins (a waiting approval beats an alarm).
         self._parts: tuple[Part, ...] = (
             self._approvals,
@@ -332,6 +393,7 @@ class AgentWorkflow(Generic[StateT]):
             self._children,
             self._messaging,
             self._observing,
+            self._sql,
         )
         self._turn_parts = [
             p for p in self._parts if overrides(p, "begin_turn") or overrides(p, "end_turn")
@@ -391,6 +453,19 @@ class AgentWorkflow(Generic[StateT]):
         `on_message`."""
         return await self.on_message(wake.as_message())
 
+    def on_turn_stopped(self, *, by: str, reason: str | None) -> bool:
+        """A running turn was stopped (by "stop" or by the id of an interrupting message):
+        True keeps what it did so far as a new version, False (the default) rolls it back.
+        The turn's coroutine was cancelled at an `await`, so only keep a state that is
+        consistent at every await point."""
+        return False
+
+    def take_steering(self) -> list[Message]:
+        """Messages that arrived during this turn with policy `steer`: they leave the inbox
+        and join this turn (their callers get its reply). Call it where the turn can take
+        more input, e.g. between steps; messages not taken get their own turn."""
+        return self._turns.take_steering()
+
     @property
     def version(self) -> int:
         """The last committed state version."""
@@ -408,6 +483,11 @@ class AgentWorkflow(Generic[StateT]):
     def show(self, doing: str) -> None:
         """Say what the agent is doing in its current details (Web UI, `describe`)."""
         self._publisher.show(doing)
+
+    def usage_report(self) -> UsageReport | None:
+        """Model usage and budget, for `StateView.usage`; None: an agent that calls no model
+        (LLM agents answer, see `workflows.llm.budget`)."""
+        return None
 
     def mark_working(self) -> None:
         """Publish AgentStatus 'working': call it when a turn is about to wait (for an
@@ -550,6 +630,25 @@ class AgentWorkflow(Generic[StateT]):
     def pending_approvals(self) -> list[PendingApproval]:
         return self._approvals.pending
 
+    # The SQL database (see workflows.sql). Part of the state: a failed turn undoes it.
+
+    def sql(self, query: str, *params: Any) -> SqlResult:
+        """Run one SQLite statement on this agent's database, with `?` parameters (None, int,
+        float, str, bytes): `self.sql("SELECT name FROM t WHERE id = ?", 7).rows`. Only in a
+        turn. Raises `SqlError` (`SqlNotDeterministic` for clocks, randomness, files and
+        transactions) and `StateTooLarge` past `max_sql_bytes`; the statement then changed
+        nothing."""
+        return self._sql.execute(query, params)
+
+    def sql_read(self, query: str, *params: Any, max_rows: int = 100) -> SqlRows:
+        """A read-only statement (`SqlReadOnly` for a write), at most `max_rows` rows; it
+        sees what this turn changed so far. Only in a turn."""
+        return self._sql.read(query, params, max_rows=max_rows, in_turn=True)
+
+    def sql_schema(self) -> str:
+        """The database's CREATE statements, one per line ("" while it is empty)."""
+        return self._sql.schema()
+
     # ------------------------------------------------------------------ wire: signals
 
     @workflow.signal(dynamic=True)
@@ -570,7 +669,7 @@ class AgentWorkflow(Generic[StateT]):
             handler(args[0] if args else MISSING)
         except _CODE_ERRORS:
             raise
-        except UsageError as err:
+        except (UsageError, TurnInProgress) as err:
             self._ctx.reject(f"signal {name!r}", str(err))
         except Exception as err:  # a bug that an input found: recorded, never a wedge
             workflow.logger.exception("signal %s could not be applied", name)
@@ -584,7 +683,22 @@ class AgentWorkflow(Generic[StateT]):
                 f"{self.max_signal_message_bytes} (send larger ones with update `send` or `ask`)"
             )
         message = self.check_message(decode(raw, Message, error=InvalidMessage), self.agent_type)
-        self._inbox.admit(message, awaited=False, now=workflow.now())
+        self._admit(message, awaited=False)
+
+    def _admit(self, message: Message, *, awaited: bool, update: bool = False) -> tuple[str, bool]:
+        """Into the inbox, as the message's busy policy says (see `workflows.turn_control`);
+        its id and whether it was queued now. TurnInProgress: refused, and logged as such."""
+        if not self._inbox.knows(message.id):  # a repeat gets the first one's answer
+            try:
+                self._turns.before_admit(message)
+            except TurnInProgress as err:
+                if update:  # a signal's refusal is logged by `_signal`
+                    self._ctx.reject(f"message {message.id!r}", str(err))
+                raise
+        message_id, queued = self._inbox.admit(message, awaited=awaited, now=workflow.now())
+        if queued:
+            self._turns.after_admit(message_id, message)
+        return message_id, queued
 
     # ------------------------------------------------------------------ wire: updates
 
@@ -592,8 +706,7 @@ class AgentWorkflow(Generic[StateT]):
     async def ask_update(self, raw: RawValue = MISSING) -> AskReply:
         self._budget.count_arrival(update=True)
         with _typed_failure():
-            message_id, _ = self._inbox.admit(self._read_message(raw), awaited=True,
-                                              now=workflow.now())  # fmt: skip
+            message_id, _ = self._admit(self._read_message(raw), awaited=True, update=True)
         seen = self._seen.get(message_id)
         if seen is not None:
             return AskReply(id=seen.id, reply=seen.reply, version=seen.version)
@@ -610,8 +723,7 @@ class AgentWorkflow(Generic[StateT]):
     def send_update(self, raw: RawValue = MISSING) -> SendReceipt:
         self._budget.count_arrival(update=True)
         with _typed_failure():
-            message_id, queued = self._inbox.admit(self._read_message(raw), awaited=False,
-                                                   now=workflow.now())  # fmt: skip
+            message_id, queued = self._admit(self._read_message(raw), awaited=False, update=True)
         return SendReceipt(id=message_id, queued=queued)
 
     @send_update.validator
@@ -625,7 +737,7 @@ class AgentWorkflow(Generic[StateT]):
         with _typed_failure():
             request = decode(raw, CallRequest)
             message = self.check_message(request.as_message(), self.agent_type)
-            message_id, _ = self._inbox.admit(message, awaited=True, now=workflow.now())
+            message_id, _ = self._admit(message, awaited=True, update=True)
         seen = self._seen.get(message_id)
         if seen is None:
             outcome = await self._inbox.outcome("message", message_id)
@@ -647,6 +759,23 @@ class AgentWorkflow(Generic[StateT]):
             if seen is not None:
                 _call_result(seen.id, seen.reply)
 
+    @workflow.update(name="stop")
+    async def stop_update(self, raw: RawValue = MISSING) -> StopResult:
+        """Stop the running turn; answers once it has ended (its model and tool calls are
+        cancelled; what it leaves is `on_turn_stopped`'s choice)."""
+        self._budget.count_arrival(update=True)
+        with _typed_failure():
+            request = decode(raw, StopRequest)
+        stopped = self._turns.stop(by="stop", reason=request.reason, turn=request.turn)
+        if stopped is not None:
+            await workflow.wait_condition(lambda: self._turns.running != stopped)
+        return StopResult(stopped=stopped is not None, turn=stopped, version=self.version)
+
+    @stop_update.validator
+    def _validate_stop(self, raw: RawValue = MISSING) -> None:
+        with _typed_failure():
+            decode(raw, StopRequest)
+
     @workflow.update(name="rollback")
     async def rollback_update(self, raw: RawValue = MISSING) -> RollbackResult:
         self._budget.count_arrival(update=True)
@@ -656,8 +785,9 @@ class AgentWorkflow(Generic[StateT]):
         request_id = request.id or (update.id if update else str(workflow.uuid4()))
         if self._inbox.open("rollback", request_id):
             self._inbox.queue(
-                RollbackWake(request_id=request_id, to_version=request.version,
-                             received_at=workflow.now())  # fmt: skip
+                RollbackWake(
+                    request_id=request_id, to_version=request.version, received_at=workflow.now()
+                )  # fmt: skip
             )
         outcome = await self._inbox.outcome("rollback", request_id)
         assert isinstance(outcome, RollbackResult)
@@ -666,7 +796,7 @@ class AgentWorkflow(Generic[StateT]):
     @rollback_update.validator
     def _validate_rollback(self, raw: RawValue = MISSING) -> None:
         with _typed_failure():
-            self._versions.get(decode(raw, RollbackRequest).version)
+            self._schema.migrate(self._versions.get(decode(raw, RollbackRequest).version))
 
     @workflow.update(name="wait_events")
     async def wait_events_update(self, raw: RawValue = MISSING) -> EventsPage:
@@ -745,6 +875,7 @@ class AgentWorkflow(Generic[StateT]):
 
     @workflow.query(name="state")
     def state_query(self) -> StateView:
+        self._check_started()
         committed = self._versions.current
         return StateView(
             version=committed.version,
@@ -753,6 +884,8 @@ class AgentWorkflow(Generic[StateT]):
             busy=self._busy,
             inbox=len(self._inbox),
             last_event_offset=self._events.last_offset,
+            turn=self._turns.running,
+            usage=self.usage_report(),
         )
 
     @workflow.query(name="events")
@@ -764,6 +897,27 @@ class AgentWorkflow(Generic[StateT]):
     @workflow.query(name="schedules")
     def schedules_query(self) -> ScheduleList:
         return ScheduleList(schedules=self.list_schedules(), max_schedules=self.max_schedules)
+
+    @workflow.query(name="sql")
+    def sql_query(self, raw: RawValue = MISSING) -> SqlRows:
+        """One read-only statement on the agent's database (SqlReadOnly for a write)."""
+        try:
+            request = decode(raw, SqlRequest)
+            return self._sql.read(request.query, request.params, max_rows=request.max_rows)
+        except PerennialError as err:
+            raise query_failure(err) from None
+
+    @workflow.query(name=EXPORT_QUERY)
+    def export_query(self, raw: RawValue = MISSING) -> AgentExport:
+        """The agent as a bundle to fork or import (workflows.export); VersionNotKept."""
+        self._check_started()
+        with _typed_failure():
+            return build_export(
+                decode(raw, ExportRequest, default=ExportRequest()),
+                agent_id=self._info.workflow_id, agent_type=self.agent_type,
+                versions=self._versions, schedules=self.list_schedules(), sql=self._sql,
+                schema_version=self.state_schema_version, now=workflow.now(),
+            )  # fmt: skip
 
     @workflow.query(name="children")
     def children_query(self) -> list[ChildRecord]:
@@ -786,6 +940,12 @@ class AgentWorkflow(Generic[StateT]):
     def confirm_subscription_query(self, raw: RawValue = MISSING) -> bool:
         with _typed_failure():
             return self._observing.confirms(decode(raw, SubscriptionCheck))
+
+    def _check_started(self) -> None:
+        """A run that could not read its start holds an empty state: never show it as the
+        agent's (a backup exported from it would be empty)."""
+        if self._bad_start is not None:
+            raise to_application_error(self._bad_start)
 
     # ------------------------------------------------------------------ messages
 
@@ -860,6 +1020,10 @@ class AgentWorkflow(Generic[StateT]):
         """Apply wakes one at a time, forever (a task child: until its task is answered);
         continue-as-new before any per-run limit."""
         if self._bad_start is not None:
+            if isinstance(self._bad_start, StateMigrationFailed) and workflow.unsafe.is_replaying():
+                # Older code already ran this run past its start: failing the run now would
+                # not replay; fail the task instead, and a fixed deploy resumes the agent.
+                raise self._bad_start
             raise to_application_error(self._bad_start)
         try:
             await self._serve()
@@ -970,9 +1134,7 @@ class AgentWorkflow(Generic[StateT]):
         finally:
             self._busy = False
 
-    def _turn_of(
-        self, wake: Wake
-    ) -> tuple[str, str, Callable[[], Awaitable[str | None]]]:
+    def _turn_of(self, wake: Wake) -> tuple[str, str, Callable[[], Awaitable[str | None]]]:
         """A feature wake's turn: its key in the log, what the details say, the hook."""
         if isinstance(wake, AlarmWake):
             late = (wake.fired_at - wake.due_at).total_seconds()
@@ -994,7 +1156,7 @@ class AgentWorkflow(Generic[StateT]):
         assert_never(wake)
 
     async def _apply_message(self, wake: MessageWake) -> None:
-        message = wake.message
+        message, merged = self._turns.merge_queued(wake)
         assert message.id is not None
         sender = message.sender or "anonymous"
         call = message.call
@@ -1005,7 +1167,16 @@ class AgentWorkflow(Generic[StateT]):
             self.show(f"working on call `{call.method}` (`{message.id}`) from {sender}")
             label, turn = f"call {call.method} {message.id!r}", lambda: self._run_call(call)
         outcome = await self._run_turn(message.id, label, turn)
+        for each in (wake, *merged):
+            await self._settle_message(each.message, outcome)
+
+    async def _settle_message(self, message: Message, outcome: AskReply | TurnFailed) -> None:
+        """A message's turn ended (its own, or one it was merged into or steered): tell its
+        callers, remember its reply, answer the agent that asked."""
+        assert message.id is not None
         if isinstance(outcome, AskReply):
+            if outcome.id != message.id:
+                outcome = outcome.model_copy(update={"id": message.id})
             self._seen.remember(message.id, outcome.reply, outcome.version)
         self._inbox.settle("message", message.id, outcome)
         self._children.note_outcome(message.id, outcome)
@@ -1023,18 +1194,27 @@ class AgentWorkflow(Generic[StateT]):
     ) -> AskReply | TurnFailed:
         """Run one turn. If it returns, its state becomes a new version and `turn` is logged;
         if it raises, the state is restored to the last committed version, the parts undo
-        what the turn did (schedules, approvals), and `turn_failed` is logged."""
+        what the turn did (schedules, approvals), and `turn_failed` is logged. Messages that
+        joined it (policy `steer`) get its outcome too."""
+        outcome = await self._turn_outcome(key, label, turn)
+        for wake in self._turns.finished_steered():
+            await self._settle_message(wake.message, outcome)
+        return outcome
+
+    async def _turn_outcome(
+        self, key: str, label: str, turn: Callable[[], Awaitable[str | None]]
+    ) -> AskReply | TurnFailed:
         for part in self._turn_parts:
             part.begin_turn()
         try:
-            reply = await turn()
+            reply = await self._turns.run(key, turn)
             state_json, state_bytes = self._dump_state()
         except _CODE_ERRORS:
             raise
+        except StopRequested as stop:
+            return self._stopped(key, label, stop)
         except Exception as err:  # a failed turn: restore, record, tell the caller
-            self.state = self._restore(self._versions.current_json)
-            for part in self._turn_parts:
-                part.end_turn(failed=True)
+            self._restore_committed()
             failure = TurnFailed(
                 f"turn for {label} failed: {type(err).__name__}: {err}",
                 error_type=type(err).__name__,
@@ -1044,11 +1224,42 @@ class AgentWorkflow(Generic[StateT]):
             self.record(TurnFailedEvent, message_id=key, error_type=type(err).__name__,
                         error=str(err), version=self.version)  # fmt: skip
             return failure
-        for part in self._turn_parts:
-            part.end_turn(failed=False)
-        version = self._versions.commit(state_json, size=state_bytes)
+        version = self._commit(state_json, state_bytes)
         self.record(TurnEvent, message_id=key, version=version, reply=preview(reply))
         return AskReply(id=key, reply=reply, version=version)
+
+    def _commit(self, state_json: str, size: int) -> int:
+        for part in self._turn_parts:
+            part.end_turn(failed=False)
+        return self._versions.commit(state_json, size=size)
+
+    def _restore_committed(self) -> None:
+        self.state = self._restore(self._versions.current_json)
+        for part in self._turn_parts:
+            part.end_turn(failed=True)
+
+    def _stopped(self, key: str, label: str, stop: StopRequested) -> TurnStopped:
+        """A stopped turn: kept as a new version if `on_turn_stopped` says so (and the state
+        fits), else rolled back like a failed turn."""
+        kept: tuple[str, int] | None = None
+        try:
+            if self.on_turn_stopped(by=stop.by, reason=stop.reason):
+                kept = self._dump_state()
+        except _CODE_ERRORS:
+            raise
+        except Exception as err:  # the hook failed, or the state is too large: roll back
+            workflow.logger.warning("a stopped turn could not be kept: %s", err)
+        if kept is not None:
+            version = self._commit(*kept)
+        else:
+            self._restore_committed()
+            version = self.version
+        self.record(TurnStoppedEvent, message_id=key, by=stop.by, reason=stop.reason,
+                    kept=kept is not None, version=version)  # fmt: skip
+        return TurnStopped(
+            f"turn for {label} was stopped: {stop}", by=stop.by, kept=kept is not None,
+            version=version,
+        )  # fmt: skip
 
     def _dump_state(self) -> tuple[str, int]:
         """The state as JSON text, and its bytes; StateTooLarge past `max_state_bytes`."""
@@ -1059,6 +1270,7 @@ class AgentWorkflow(Generic[StateT]):
                 f"the state would be {size} bytes as JSON; {self.agent_type} agents keep at "
                 f"most {self.max_state_bytes} (max_state_bytes)"
             )
+        self._sql.commit_turn()  # last: nothing may fail once the database has committed
         return encoded.decode(), size
 
     def _restore(self, state_json: str) -> StateT:
@@ -1066,12 +1278,16 @@ class AgentWorkflow(Generic[StateT]):
 
     def _apply_rollback(self, wake: RollbackWake) -> None:
         try:
-            target = self._versions.get(wake.to_version)
-        except PerennialError as err:  # evicted from the ring while the request was queued
+            # Evicted from the ring while the request was queued, or kept in a schema that
+            # cannot be migrated: refused, the state stays as it is.
+            target = self._schema.migrate(self._versions.get(wake.to_version))
+            self._sql.check_restorable(wake.to_version)
+        except PerennialError as err:
             self._inbox.settle("rollback", wake.request_id, err)
             return
         self.state = self._restore(target.state_json)
         version = self._versions.commit(target.state_json)
+        self._sql.restore(target.version, version=version)
         self.record(RolledBackEvent, to_version=target.version, version=version)
         self._inbox.settle(
             "rollback",
@@ -1098,8 +1314,10 @@ class AgentWorkflow(Generic[StateT]):
                     await self._apply(self._inbox.take())
             await self._shrink_inbox_to_budget()
             await workflow.wait_condition(
-                lambda: workflow.all_handlers_finished()
-                or any(self._inbox.is_awaited(wake) for wake in self._inbox)
+                lambda: (
+                    workflow.all_handlers_finished()
+                    or any(self._inbox.is_awaited(wake) for wake in self._inbox)
+                )
             )
             if workflow.all_handlers_finished() and self._inbox_fits():
                 break
@@ -1108,7 +1326,9 @@ class AgentWorkflow(Generic[StateT]):
         workflow.continue_as_new(pack_carried(self._carried()).wire())
 
     def _carried(self) -> AgentStart:
+        sql = self._sql.carry()  # first: it may drop versions its log cannot restore any more
         return AgentStart(
+            sql=sql,
             snapshots=self._versions.snapshots(),
             inbox=self._inbox.wakes(),
             seen=self._seen.entries(),
@@ -1155,8 +1375,7 @@ def _call_result(message_id: str, reply: str | None) -> JsonValue:
     except ValueError:
         pass
     raise InvalidRequest(
-        f"id {message_id!r} was already used by a message that is not a method call; "
-        "use a new id"
+        f"id {message_id!r} was already used by a message that is not a method call; use a new id"
     )
 
 
@@ -1168,4 +1387,3 @@ def _typed_failure() -> Iterator[None]:
         yield
     except PerennialError as err:
         raise to_application_error(err) from None
-

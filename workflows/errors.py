@@ -20,25 +20,45 @@
     │   ├── ChildNotFound         cancel of a child this agent has no task in flight with
     │   ├── NotObserving          stop observing an agent that is not observed
     │   ├── ApprovalNotFound      decide on an approval id the agent never asked for
-    │   └── AlreadyDecided        decide on an approval that was already decided (the
-    │                             first decision wins)
+    │   ├── AlreadyDecided        decide on an approval that was already decided (the
+    │   │                         first decision wins)
+    │   ├── PricesFileInvalid     the worker's price table (PERENNIAL_PRICES_FILE) cannot be
+    │   │                         read, or a model's prices are wrong
+    │   ├── AgentExists           fork or import into a name that is already an agent
+    │   └── SqlError              an SQL statement that failed or was refused (syntax, a
+    │       │                     constraint, a missing table, a bad parameter, a step limit)
+    │       ├── SqlNotDeterministic   it reads a clock, randomness, the SQLite build or files,
+    │       │                         or sets a PRAGMA: it would not replay the same
+    │       └── SqlReadOnly           a write through a read-only path (query `sql`,
+    │                                 `sql_query`)
     └── RunError              the request was valid but the agent could not complete it
         ├── AgentBusy             not now: the agent's update slots are taken, or its run is
-        │                         full and about to continue as new; retry shortly
+        │   │                     full and about to continue as new; retry shortly
+        │   └── TurnInProgress    a message whose busy policy is `reject` arrived mid-turn
+        │                         (not retried: send it again when the turn is over)
         ├── AgentStopped          the agent's last run was terminated or failed; nothing was
         │                         sent (`perennial recover` brings it back)
         ├── TurnFailed            the turn raised; the state was restored to before the turn
+        │   └── TurnStopped       the turn was stopped (`stop`, or an interrupting message)
         ├── ModelCallFailed       an LLM agent's model call failed for good (raised in a
         │   │                     turn, so callers see TurnFailed with this error_type)
         │   ├── ModelRequestRejected  the endpoint refused the request (4xx): retrying
         │   │                         the same request cannot help
-        │   └── ModelUnavailable      retries ran out (rate limits, 5xx, timeouts)
+        │   ├── ModelUnavailable      retries ran out (rate limits, 5xx, timeouts)
+        │   └── SummaryFailed         the call that summarises older exchanges failed (the
+        │                             turn fails; nothing is lost)
+        ├── BudgetExceeded        the agent reached a limit of its budget; no model call was
+        │                         made (raised in a turn, so callers see TurnFailed)
         ├── StepLimitExceeded     the model kept calling tools past the agent's step limit
         ├── StateTooLarge         the turn grew the state past the agent type's byte limit
         │                         (raised in a turn, so callers see TurnFailed)
         ├── DeliveryFailed        a message to another agent could not be delivered
-        └── AskAgentTimedOut      no answer to `ask_agent` before its deadline (the asker is
-                                  woken with this error type)
+        ├── AskAgentTimedOut      no answer to `ask_agent` before its deadline (the asker is
+        │                         woken with this error type)
+        ├── ToolFailed            an activity tool that agent code ran itself (`run_tool`)
+        │                         failed for good; `error_type` says how
+        └── StateMigrationFailed  a kept state could not be migrated to the agent type's
+                                  state schema (a missing or raising step, or a newer state)
 
 Inside Temporal these travel as `ApplicationError(type=<class name>)`; the client turns them
 back into these classes, so callers catch Python exceptions, never match strings.
@@ -143,6 +163,12 @@ class AgentBusy(RunError):
     non_retryable = False
 
 
+class TurnInProgress(AgentBusy):
+    """The agent is running a turn and the message's busy policy is `reject`."""
+
+    non_retryable = True
+
+
 class AgentStopped(RunError):
     """The agent's last run was terminated or failed; nothing was sent to it."""
 
@@ -154,6 +180,19 @@ class TurnFailed(RunError):
         super().__init__(message)
         self.error_type = error_type
         self.version = version
+
+
+class TurnStopped(TurnFailed):
+    """The turn was stopped before it answered: `kept` says whether its work so far became
+    `version` (an LLM agent keeps the conversation, marked stopped) or was rolled back; `by`
+    is "stop" or the id of the message that interrupted it."""
+
+    def __init__(
+        self, message: str, *, by: str = "stop", kept: bool = False, version: int | None = None
+    ):
+        super().__init__(message, error_type="TurnStopped", version=version)
+        self.by = by
+        self.kept = kept
 
 
 class ModelCallFailed(RunError):
@@ -174,6 +213,29 @@ class ModelUnavailable(ModelCallFailed):
     pass
 
 
+class SummaryFailed(ModelCallFailed):
+    """The model call that summarises the exchanges leaving an LLM agent's context window
+    failed (raised in a turn: the turn fails and the conversation is kept whole)."""
+
+
+class BudgetExceeded(RunError):
+    """An LLM agent reached a limit of its budget, so no model call was made (raised in a
+    turn, so callers see TurnFailed with this error_type). `limit` names it
+    (`tokens_per_day`, `tokens_total`, `cost_per_day_usd`, `cost_total_usd`); `spent` and
+    `allowed` are in tokens or USD."""
+
+    def __init__(self, message: str, *, limit: str = "", spent: float = 0, allowed: float = 0):
+        super().__init__(message)
+        self.limit = limit
+        self.spent = spent
+        self.allowed = allowed
+
+
+class PricesFileInvalid(UsageError):
+    """The price table (`PERENNIAL_PRICES_FILE`) cannot be read, is not TOML, or a model's
+    prices are missing or wrong; the message names the file and the line or model."""
+
+
 class StepLimitExceeded(RunError):
     """The model was still asking for tools when the turn reached its step limit."""
 
@@ -190,6 +252,46 @@ class DeliveryFailed(RunError):
 
 class AskAgentTimedOut(RunError):
     """No answer to an `ask_agent` came before its deadline."""
+
+
+class ToolFailed(RunError):
+    """An activity tool that agent code ran itself (`perennial.run_tool`) failed for good:
+    `tool` names it, `error_type` is the failure's type (the class name of what the tool
+    raised, `ToolError` when it reported a failure, `ToolTimedOut`, `ToolResultInvalid`) and
+    `attempts` how many attempts ran (0 when unknown)."""
+
+    def __init__(self, message: str, *, tool: str = "", error_type: str = "", attempts: int = 0):
+        super().__init__(message)
+        self.tool = tool
+        self.error_type = error_type
+        self.attempts = attempts
+
+
+class AgentExists(UsageError):
+    """A fork or an import named an agent that already exists (running, or stopped and
+    waiting for `recover`); nothing was started."""
+
+
+class SqlError(UsageError):
+    """An SQL statement on the agent's database failed or was refused; the database is as it
+    was before the statement."""
+
+
+class SqlNotDeterministic(SqlError):
+    """The statement uses something that would not give the same result when the agent's
+    history is replayed: a clock (`date('now')`, `current_timestamp`), randomness
+    (`random()`), the SQLite build (`sqlite_version()`), files (`ATTACH`, `VACUUM`,
+    `load_extension`), transactions (each turn is one) or a PRAGMA that is not read-only."""
+
+
+class SqlReadOnly(SqlError):
+    """A statement that would change the database, sent through a read-only path."""
+
+
+class StateMigrationFailed(RunError):
+    """A kept state was written with an older (or newer) state schema than the agent type's,
+    and could not be migrated: a step is missing, a step raised, or its result does not fit
+    the state model. The agent is left as it was."""
 
 
 _BY_NAME: dict[str, type[PerennialError]] = {
@@ -211,9 +313,16 @@ _BY_NAME: dict[str, type[PerennialError]] = {
         NotObserving,
         ApprovalNotFound,
         AlreadyDecided,
+        AgentExists,
+        SqlError,
+        SqlNotDeterministic,
+        SqlReadOnly,
         AgentBusy,
+        TurnInProgress,
         AgentStopped,
+        StateMigrationFailed,
         TurnFailed,
+        TurnStopped,
     )
 }
 
@@ -221,7 +330,9 @@ _BY_NAME: dict[str, type[PerennialError]] = {
 def to_application_error(err: PerennialError) -> ApplicationError:
     """The form an error takes inside Temporal (update rejections and failures)."""
     details = []
-    if isinstance(err, TurnFailed):
+    if isinstance(err, TurnStopped):
+        details = [{"by": err.by, "kept": err.kept, "version": err.version}]
+    elif isinstance(err, TurnFailed):
         details = [{"error_type": err.error_type, "version": err.version}]
     return ApplicationError(
         str(err), *details, type=type(err).__name__, non_retryable=err.non_retryable
@@ -238,6 +349,10 @@ def from_application_error(err: ApplicationError) -> PerennialError | None:
         return TurnFailed(
             err.message, error_type=info.get("error_type", ""), version=info.get("version")
         )
+    if cls is TurnStopped:
+        info = err.details[0] if err.details and isinstance(err.details[0], dict) else {}
+        return TurnStopped(err.message, by=str(info.get("by", "stop")),
+                           kept=bool(info.get("kept")), version=info.get("version"))  # fmt: skip
     return cls(err.message)
 
 

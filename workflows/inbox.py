@@ -9,7 +9,7 @@ rollback that happen to share an id never meet.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Literal
 
@@ -83,6 +83,28 @@ class Inbox:
 
     def take(self) -> Wake:
         return self._wakes.popleft()
+
+    def move_to_front(self, kind: PendingKind, key: str) -> None:
+        """Move a queued request's wake to the front (it goes next)."""
+        for index, wake in enumerate(self._wakes):
+            if _pending_key(wake) == (kind, key):
+                del self._wakes[index]
+                self._wakes.appendleft(wake)
+                return
+
+    def take_messages(self, wanted: Callable[[Message], bool]) -> list[MessageWake]:
+        """Take the queued messages `wanted` accepts out of the inbox, in arrival order."""
+        taken = [w for w in self._wakes if isinstance(w, MessageWake) and wanted(w.message)]
+        if taken:
+            gone = {id(wake) for wake in taken}
+            self._wakes = deque(w for w in self._wakes if id(w) not in gone)
+        return taken
+
+    def knows(self, message_id: str | None) -> bool:
+        """True when a message with this id was applied (and remembered) or is queued."""
+        return message_id is not None and (
+            message_id in self._seen or ("message", message_id) in self._pending
+        )
 
     def wakes(self) -> list[Wake]:
         return list(self._wakes)

@@ -9,8 +9,9 @@ add fields only with defaults; never rename or retype one.
 
 from __future__ import annotations
 
+import base64
 import json
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -87,6 +88,13 @@ class MethodCall(_Model):
     args: dict[str, JsonValue] = {}
 
 
+#: What happens to a message that arrives while the agent is running a turn (see
+#: `workflows.turn_control`): wait its turn; stop the running turn and go next; join the
+#: running turn at its next model or tool step; become one turn with the other messages
+#: queued meanwhile; or be refused (`TurnInProgress`).
+BusyPolicy = Literal["queue", "interrupt", "steer", "merge", "reject"]
+
+
 class Message(_Model):
     """One message into an agent's inbox (signal `message`, update `ask`)."""
 
@@ -97,6 +105,8 @@ class Message(_Model):
     reply_to: ReplyTo | None = None
     #: A method call: its turn's reply is the method's result as JSON text.
     call: MethodCall | None = None
+    #: What to do if a turn is running when it arrives (None: the agent type's policy).
+    on_busy: BusyPolicy | None = None
 
     @field_validator("text")
     @classmethod
@@ -579,6 +589,35 @@ class TurnFailedEvent(_Event):
     version: int
 
 
+class TurnStoppedEvent(_Event):
+    """A running turn was stopped (`stop`, or a message whose policy is `interrupt`)."""
+
+    kind: Literal["turn_stopped"] = "turn_stopped"
+    message_id: str
+    #: Who stopped it: "stop" (a stop request) or the interrupting message's id.
+    by: str
+    reason: str | None = None
+    #: True: the turn's work so far was kept as a new version; False: rolled back.
+    kept: bool
+    version: int
+
+
+class SteeredEvent(_Event):
+    """A message that arrived mid-turn joined the running turn (policy `steer`)."""
+
+    kind: Literal["steered"] = "steered"
+    message_id: str
+    steered_id: str
+
+
+class MergedEvent(_Event):
+    """Messages queued during a turn became one turn (policy `merge`)."""
+
+    kind: Literal["merged"] = "merged"
+    message_id: str
+    merged_ids: list[str]
+
+
 class RolledBackEvent(_Event):
     kind: Literal["rolled_back"] = "rolled_back"
     to_version: int
@@ -614,6 +653,80 @@ class TokenUsage(_Model):
         )
 
 
+# LLM budgets (workflows/llm/budget.py): limits on what an agent's model calls spend, and the
+# ledger that counts it. The ledger is not part of the agent's state: spend is real even when
+# a turn fails and is rolled back.
+
+#: The limits a budget may set, as `BudgetExceeded.limit` and `budget_exceeded` events name them.
+BudgetLimit = Literal["tokens_per_day", "tokens_total", "cost_per_day_usd", "cost_total_usd"]
+
+
+class Budget(_Model):
+    """Limits on an LLM agent's model calls; None: no limit. Days are UTC days. Tokens are
+    prompt and completion tokens together; cost is priced by the worker's price table
+    (`PERENNIAL_PRICES_FILE`)."""
+
+    tokens_per_day: int | None = Field(default=None, ge=0)
+    tokens_total: int | None = Field(default=None, ge=0)
+    cost_per_day_usd: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    cost_total_usd: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+
+
+class Spend(_Model):
+    """What model calls spent (over a day, or an agent's life)."""
+
+    prompt_tokens: int = Field(default=0, ge=0)
+    completion_tokens: int = Field(default=0, ge=0)
+    total_tokens: int = Field(default=0, ge=0)
+    cost_usd: float = Field(default=0.0, ge=0)
+    model_calls: int = Field(default=0, ge=0)
+    #: Calls whose model has no price in the worker's price table (their cost is not counted).
+    unpriced_calls: int = Field(default=0, ge=0)
+
+
+class BudgetCarried(_Model):
+    """The budget ledger an LLM agent carries across continue-as-new."""
+
+    life: Spend = Spend()
+    #: The UTC day `today` counts (None: nothing spent yet).
+    day: date | None = None
+    today: Spend = Spend()
+    #: This agent's own budget (update `set_budget`); None: its agent type's.
+    budget: Budget | None = None
+
+
+class BudgetRemaining(_Model):
+    """What is left of each limit (None: that limit is not set)."""
+
+    tokens_today: int | None = None
+    tokens_total: int | None = None
+    cost_today_usd: float | None = None
+    cost_total_usd: float | None = None
+
+
+class UsageReport(_Model):
+    """Query `usage` (also `StateView.usage` and the answer of update `set_budget`): what an
+    LLM agent's model calls spent, the budget in force and what is left of it."""
+
+    #: The UTC day `today` counts (the agent's clock: its last workflow task).
+    day: date
+    today: Spend = Spend()
+    life: Spend = Spend()
+    budget: Budget = Budget()
+    #: Where the budget in force comes from: the agent type, or this agent (`set_budget`).
+    budget_source: Literal["type", "agent"] = "type"
+    remaining: BudgetRemaining = BudgetRemaining()
+    #: The first limit already reached (model calls are refused), if any.
+    exceeded: BudgetLimit | None = None
+
+
+class SetBudgetRequest(_Model):
+    """Update `set_budget`: this agent's own budget, replacing its agent type's budget whole;
+    None goes back to the agent type's."""
+
+    budget: Budget | None = None
+
+
 # LLM agents (workflows/llm): the brief's built-in collections. A run is one turn (from
 # `run_started` to `turn` / `turn_failed`); a step is one model call; texts are what the model
 # said; tool calls are what it did; errors are what went wrong. The inbox is `received`.
@@ -638,6 +751,8 @@ class StepEvent(_Event):
     tool_calls: list[str] = []
     duration_ms: int = 0
     attempts: int = 1
+    #: What the call cost by the worker's price table (None: its model has no price).
+    cost_usd: float | None = None
 
 
 class TextEvent(_Event):
@@ -671,6 +786,41 @@ class ErrorEvent(_Event):
     error_type: str
     error: str
     usage: TokenUsage = TokenUsage()
+
+
+class BudgetExceededEvent(_Event):
+    """A model call was refused: the agent reached a limit of its budget (the run fails with
+    `BudgetExceeded` next, and its turn is rolled back)."""
+
+    kind: Literal["budget_exceeded"] = "budget_exceeded"
+    message_id: str
+    limit: BudgetLimit
+    spent: float
+    allowed: float
+
+
+class SummaryEvent(_Event):
+    """Older exchanges were about to leave the context window: a model call summarised them
+    (with the previous summary) into the agent's `summary`, which every later request
+    carries. `ok` False: that call failed; `fallback` says what happened then ("fail": the
+    turn failed and nothing was lost; "drop": the exchanges were dropped unsummarised)."""
+
+    kind: Literal["summary"] = "summary"
+    message_id: str
+    #: Context items and exchanges summarised (and removed from the context).
+    items: int
+    exchanges: int
+    #: Characters of the new summary.
+    chars: int = 0
+    model: str | None = None
+    usage: TokenUsage = TokenUsage()
+    cost_usd: float | None = None
+    duration_ms: int = 0
+    ok: bool = True
+    error: str | None = None
+    fallback: Literal["fail", "drop"] | None = None
+    #: The start of the new summary.
+    summary: str | None = None
 
 
 class ScheduledEvent(_Event):
@@ -792,10 +942,34 @@ class SubscriptionEvent(_Event):
     active: bool
 
 
+class ForkedEvent(_Event):
+    """The first event of an agent forked from another (`perennial fork`): its state started
+    as the source's state at `version`."""
+
+    kind: Literal["forked"] = "forked"
+    source_id: str
+    version: int
+    #: Schedules copied from the source (`--with-schedules`).
+    schedules: int = 0
+
+
+class ImportedEvent(_Event):
+    """The first event of an agent imported from an export file (`perennial import`)."""
+
+    kind: Literal["imported"] = "imported"
+    source_id: str
+    version: int
+    exported_at: datetime | None = None
+    schedules: int = 0
+
+
 Event = Annotated[
     ReceivedEvent
     | TurnEvent
     | TurnFailedEvent
+    | TurnStoppedEvent
+    | SteeredEvent
+    | MergedEvent
     | RolledBackEvent
     | RejectedEvent
     | ContinuedAsNewEvent
@@ -814,7 +988,11 @@ Event = Annotated[
     | ApprovalRequestedEvent
     | ApprovalDecidedEvent
     | PeerChangedEvent
-    | SubscriptionEvent,
+    | SubscriptionEvent
+    | BudgetExceededEvent
+    | SummaryEvent
+    | ForkedEvent
+    | ImportedEvent,
     Field(discriminator="kind"),
 ]
 
@@ -830,6 +1008,93 @@ def preview(text: str | None) -> str | None:
     if text is None or len(text) <= EVENT_PREVIEW_CHARS:
         return text
     return text[: EVENT_PREVIEW_CHARS - 1] + "…"
+
+
+# --------------------------------------------------------------------------- turn streams
+# What a caller streaming a turn receives (`AgentHandle.ask_stream`, the gateway's SSE and
+# socket frames), each tagged with the turn's id (the message id).
+
+
+class StreamPosition(_Model):
+    """Where a stream reader is: resume from here after a reconnect (nothing repeated)."""
+
+    #: Events of the agent's log already handled.
+    offset: int = Field(default=0, ge=0)
+    step: int = Field(default=0, ge=0)
+    attempt: int = Field(default=0, ge=0)
+    #: Characters of that step's text already delivered.
+    chars: int = Field(default=0, ge=0)
+
+    def token(self) -> str:
+        """Compact form (an SSE event id)."""
+        return f"{self.offset}.{self.step}.{self.attempt}.{self.chars}"
+
+    @classmethod
+    def parse(cls, token: str) -> StreamPosition:
+        """From `token()`; ValueError when it is not one."""
+        parts = token.strip().split(".")
+        if len(parts) != 4 or not all(part.isdigit() for part in parts):
+            raise ValueError(f"not a stream position: {token[:40]!r}")
+        offset, step, attempt, chars = (int(part) for part in parts)
+        return cls(offset=offset, step=step, attempt=attempt, chars=chars)
+
+
+class _StreamItem(_Model):
+    #: The turn's id: the message id of the ask.
+    id: str
+    position: StreamPosition
+
+
+class DeltaItem(_StreamItem):
+    """More of the answer's text, as the model writes it."""
+
+    type: Literal["delta"] = "delta"
+    step: int
+    text: str
+
+
+class RestartItem(_StreamItem):
+    """The model call of `step` is being retried (its worker died, the server failed): text
+    delivered for that step so far is void; the new attempt's text follows from its start."""
+
+    type: Literal["restart"] = "restart"
+    step: int
+    attempt: int
+
+
+class ToolCallItem(_StreamItem):
+    """The model asked for a tool (it runs now)."""
+
+    type: Literal["tool_call"] = "tool_call"
+    step: int
+    call_id: str
+    name: str
+    arguments: str
+
+
+class ToolResultItem(_StreamItem):
+    """A tool finished (`result` is shortened like the event log's)."""
+
+    type: Literal["tool_result"] = "tool_result"
+    step: int
+    call_id: str
+    name: str
+    ok: bool
+    result: str
+
+
+class ReplyItem(_StreamItem):
+    """The turn's answer (the whole text, as `ask` returns it): the stream's last item."""
+
+    type: Literal["reply"] = "reply"
+    reply: str | None
+    version: int
+
+
+StreamItem = Annotated[
+    DeltaItem | RestartItem | ToolCallItem | ToolResultItem | ReplyItem,
+    Field(discriminator="type"),
+]
 
 
 # --------------------------------------------------------------------------- requests
@@ -868,6 +1133,23 @@ class RollbackRequest(_Model):
     id: RequestId | None = None
 
 
+class StopRequest(_Model):
+    """Update `stop`: stop the turn the agent is running, if any."""
+
+    reason: str | None = Field(default=None, max_length=400)
+    #: Stop only if this wake's turn is the one running (a stop meant for a turn that already
+    #: ended must not stop the next one).
+    turn: RequestId | None = None
+
+
+class StopResult(_Model):
+    """What `stop` returns: whether a turn was stopped, which one, and the version after."""
+
+    stopped: bool
+    turn: str | None = None
+    version: int
+
+
 class SendReceipt(_Model):
     """What update `send` returns: the message is in the inbox (or was already applied or
     queued under its id, `queued` False), and will be applied in its turn."""
@@ -891,6 +1173,10 @@ class StateView(_Model):
     inbox: int = 0
     #: Offset of the newest event in the log (0: none yet): where a follower starts.
     last_event_offset: int = 0
+    #: The wake (message id, alarm key, ...) whose turn is running, if any.
+    turn: str | None = None
+    #: An LLM agent's model usage and budget (None for agents that call no model).
+    usage: UsageReport | None = None
 
 
 # --------------------------------------------------------------------------- schedules
@@ -989,6 +1275,70 @@ class ScheduleList(_Model):
     max_schedules: int
 
 
+# --------------------------------------------------------------------------- the SQL database
+
+#: Longest SQL text accepted from outside (query `sql`, the model's tools).
+MAX_SQL_CHARS = 20_000
+#: Most parameters one statement takes (SQLite's own default limit).
+MAX_SQL_PARAMS = 999
+
+
+class SqlBlob(_Model):
+    """A BLOB value on the wire: its bytes as base64 (JSON has no bytes)."""
+
+    blob: str = Field(max_length=4 * 1024 * 1024)
+
+    @field_validator("blob")
+    @classmethod
+    def _is_base64(cls, value: str) -> str:
+        try:
+            base64.b64decode(value, validate=True)
+        except ValueError:
+            raise ValueError("must be base64") from None
+        return value
+
+    @classmethod
+    def of(cls, data: bytes) -> SqlBlob:
+        return cls.model_construct(blob=base64.b64encode(data).decode("ascii"))
+
+    @property
+    def data(self) -> bytes:
+        return base64.b64decode(self.blob)
+
+
+#: One SQLite value on the wire: NULL, an integer, a real, text, or a BLOB.
+SqlValue = None | bool | int | float | str | SqlBlob
+
+
+class SqlRequest(_Model):
+    """Query `sql`: one read-only statement on the agent's database, with `?` parameters;
+    at most `max_rows` rows come back."""
+
+    query: str = Field(min_length=1, max_length=MAX_SQL_CHARS)
+    params: list[SqlValue] = Field(default=[], max_length=MAX_SQL_PARAMS)
+    max_rows: int = Field(default=100, ge=1, le=10_000)
+
+
+class SqlRows(_Model):
+    """What query `sql` returns: the column names and the rows (BLOBs as `{"blob": base64}`);
+    `truncated`: more rows (or more bytes than a reply holds) were left out."""
+
+    columns: list[str]
+    rows: list[list[SqlValue]]
+    truncated: bool = False
+
+
+class SqlCarried(_Model):
+    """What the SQL part carries through continue-as-new: the agent's database as it was at
+    `base_version` (SQLite's serialized file, zlib, base64; None: empty), and the changes of
+    the later versions (`log`: JSON, zlib, base64; see `workflows.sql`). Together they restore
+    every kept version. All defaults: an empty database at every version."""
+
+    base_version: int = Field(default=0, ge=0)
+    base: str | None = None
+    log: str | None = None
+
+
 # --------------------------------------------------------------------------- continue-as-new
 
 
@@ -1002,6 +1352,9 @@ class Snapshot(_Model):
     #: element of every kept version. As text, both are one pass in pydantic-core, and only
     #: the version that is restored or read is ever parsed.
     state_json: str
+    #: The agent type's `state_schema_version` when this JSON was written; an older one is
+    #: migrated when it is read (see `workflows.migrations`).
+    schema_version: int = Field(default=0, ge=0)
 
     @model_validator(mode="before")
     @classmethod
@@ -1072,6 +1425,18 @@ class ObservingCarried(_Model):
     confirming: list[Observation] = []
 
 
+class AgentOrigin(_Model):
+    """Where a forked or imported agent started from (`AgentStart.origin`): its first event
+    says so."""
+
+    kind: Literal["forked", "imported"]
+    source_id: str = Field(min_length=1, max_length=301)
+    #: The source's version the new agent's state started as.
+    version: int = Field(ge=0)
+    exported_at: datetime | None = None
+    schedules: int = Field(default=0, ge=0)
+
+
 class AgentStart(_Model):
     """The agent workflow's input: empty for a new agent, everything the agent carries after
     continue-as-new. Every field has a default, so `{}` starts an agent from the CLI."""
@@ -1104,3 +1469,60 @@ class AgentStart(_Model):
     messaging: MessagingCarried = Field(default_factory=MessagingCarried)
     approvals: ApprovalsCarried = Field(default_factory=ApprovalsCarried)
     observing: ObservingCarried = Field(default_factory=ObservingCarried)
+    #: An LLM agent's budget ledger (workflows/llm/budget.py).
+    budget: BudgetCarried = Field(default_factory=BudgetCarried)
+    #: The agent's SQL database (workflows/sql.py).
+    sql: SqlCarried = Field(default_factory=SqlCarried)
+    #: Set when a fork or an import starts the agent (a first run only; never carried).
+    origin: AgentOrigin | None = None
+
+
+# --------------------------------------------------------------------------- fork, export, import
+
+#: What an export file says it is, and the newest layout of it this code reads and writes.
+EXPORT_FORMAT = "perennial.agent"
+EXPORT_FORMAT_VERSION = 1
+
+
+class ExportRequest(_Model):
+    """Query `export`: the agent as an `AgentExport`; `version`: only that kept version
+    (default: every kept version, the current one last)."""
+
+    version: int | None = Field(default=None, ge=0)
+    with_schedules: bool = False
+
+
+class AgentExport(_Model):
+    """An agent as a file (`perennial export`): its kept state versions, and optionally its
+    schedules, enough to start it again under another name (`fork`) or on another server
+    (`import`). Its inbox, children, pending asks, approvals and observations stay behind."""
+
+    format: Literal["perennial.agent"] = EXPORT_FORMAT
+    format_version: int = Field(default=EXPORT_FORMAT_VERSION, ge=1)
+    agent_type: AgentTypeName
+    source_id: AgentId
+    exported_at: datetime
+    #: The version the bundle starts an agent at: its last snapshot's.
+    version: int = Field(ge=0)
+    #: The exporting agent type's `state_schema_version`.
+    state_schema_version: int = Field(default=0, ge=0)
+    #: Kept versions, oldest first; each says the schema version its JSON was written with.
+    snapshots: list[Snapshot] = Field(min_length=1)
+    #: Pending schedules with their absolute due times (empty unless asked for).
+    schedules: list[Schedule] = []
+    #: The agent's SQL database at the bundle's versions (`workflows.sql`; default: empty).
+    sql: SqlCarried = Field(default_factory=SqlCarried)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AgentExport:
+        numbers = [snapshot.version for snapshot in self.snapshots]
+        if any(later <= earlier for earlier, later in zip(numbers, numbers[1:], strict=False)):
+            raise ValueError("snapshot versions must increase")
+        if numbers[-1] != self.version:
+            raise ValueError(f"version is {self.version} but the last snapshot is {numbers[-1]}")
+        ids = [schedule.id for schedule in self.schedules]
+        if len(set(ids)) != len(ids):
+            raise ValueError("schedule ids must be unique")
+        if not self.source_id.startswith(f"{self.agent_type}/"):
+            raise ValueError(f"source_id {self.source_id!r} is not an agent of {self.agent_type}")
+        return self

@@ -24,6 +24,7 @@ from temporalio.common import RawValue
 from perennial.workflows.callables import collect_callable_methods
 from perennial.workflows.entity import AgentWorkflow
 from perennial.workflows.errors import UnknownAgentType
+from perennial.workflows.migrations import check_declaration
 from perennial.workflows.payloads import MISSING
 
 A = TypeVar("A", bound=type[AgentWorkflow[Any]])
@@ -34,18 +35,22 @@ AGENT_TYPES: dict[str, type[AgentWorkflow[Any]]] = {}
 _BUILTIN_MODULES = ("perennial.workflows.notes", "perennial.workflows.assistant", "perennial.workflows.router")
 
 
-def agent_type(name: str) -> Callable[[A], A]:
+def agent_type(name: str, *, registered: bool = True) -> Callable[[A], A]:
     """Class decorator: make an `AgentWorkflow` subclass the agent type `name` and register
     it. The class names its state model (`state_model = ...`, or as the generic argument,
     `AgentWorkflow[MyState]`) and implements `on_message`; it defines no `run`. Its methods
-    decorated with `callable_method` (its bases' included) become `callable_methods`."""
+    decorated with `callable_method` (its bases' included) become `callable_methods`.
+    `registered=False` leaves it out of the registry: another version of a registered type,
+    which a test runs on a worker of its own (a deploy of new code, say)."""
 
     def define(cls: A) -> A:
         _check_class(cls, name)
+        check_declaration(cls, version=cls.state_schema_version, migrations=cls.state_migrations)
         cls.run = workflow.run(_run_method(cls))  # type: ignore[attr-defined]
         cls.agent_type_name = name
         cls.callable_methods = collect_callable_methods(cls)
-        return register(workflow.defn(name=name)(cls))
+        defined = workflow.defn(name=name)(cls)
+        return register(defined) if registered else defined
 
     return define
 

@@ -4,11 +4,18 @@
     GET  /agent-types                              the types served, with their callable methods
     GET  /agents?type=&status=&all=                agents (visibility API)
     POST /agents/{type}/{name}/messages            202 {"id"}: into the inbox, creating it
-    POST /agents/{type}/{name}/ask                 {"id", "reply", "version"}
+    POST /agents/{type}/{name}/ask                 {"id", "reply", "version"}; or the turn as SSE
+                                                   (Accept: text/event-stream; Last-Event-ID resumes)
+    POST /agents/{type}/{name}/stop                {"reason"?, "turn"?}: stop the running turn
     POST /agents/{type}/{name}/call/{method}       {"id", "method", "result", "version"}
     GET  /agents/{type}/{name}/state               the `state` query's view
+    POST /agents/{type}/{name}/sql                 {"query", "params", "max_rows"}: a read-only
+                                                   query's {"columns", "rows", "truncated"}
     GET  /agents/{type}/{name}/events?after=&limit=  a page, or SSE (Accept: text/event-stream)
     POST /agents/{type}/{name}/rollback            {"version"}
+    POST /agents/{type}/{name}/fork                {"name", "version"?, "with_schedules"?}
+    GET  /agents/{type}/{name}/export?version=&with_schedules=  an export file (JSON)
+    POST /agents/import?name=                      an export file as the body: start it
     GET|POST /agents/{type}/{name}/schedules, DELETE .../schedules/{id}
     GET  /agents/{type}/{name}/approvals, POST .../approvals/{id} {"approve", "comment"}
     WS   /agents/{type}/{name}/ws?after=           state + patches + events; ask/send/call
@@ -42,6 +49,7 @@ from temporalio.service import RPCError
 from perennial.client.agents import AgentHandle, Perennial
 from perennial.client.gateway.auth import Action, Authenticator, Principal
 from perennial.client.gateway.errors import BodyTooLarge, classify
+from perennial.client.gateway.extensions import include_app_routes
 from perennial.client.gateway.hub import Hub, Subscriber, SubscriberTooSlow, follow
 from perennial.client.gateway.models import (
     Accepted,
@@ -52,13 +60,23 @@ from perennial.client.gateway.models import (
     CallBody,
     DecideBody,
     ErrorBody,
+    ForkBody,
     Health,
     MessageBody,
     MethodInfo,
     RollbackBody,
+    StopBody,
 )
 from perennial.client.gateway.socket import serve_socket
+from perennial.client.gateway.streams import KEEPALIVE, ask_events, with_keepalives
 from perennial.client.settings import Settings
+from perennial.client.transfer import (
+    TransferResult,
+    check_bundle,
+    export_text,
+    read_export,
+    start_from_export,
+)
 from perennial.workflows.errors import InvalidRequest, PerennialError, UnknownAgentType
 from perennial.workflows.messages import (
     AskReply,
@@ -69,7 +87,11 @@ from perennial.workflows.messages import (
     Schedule,
     ScheduleRequest,
     ScheduleResult,
+    SqlBlob,
+    SqlRequest,
+    SqlRows,
     StateView,
+    StopResult,
 )
 from perennial.workflows.registry import agent_types
 
@@ -131,6 +153,7 @@ def create_app(settings: Settings, perennial: Perennial, auth: Authenticator) ->
     _install_errors(app)
     _add_agent_routes(app, gateway)
     _add_service_routes(app, gateway)
+    include_app_routes(app, gateway)  # an application's own routes (gateway_routes)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(_BodyLimit, max_bytes=settings.gateway_max_body_bytes)
     app.add_middleware(
@@ -242,18 +265,36 @@ def _add_agent_routes(app: FastAPI, gateway: Gateway) -> None:  # noqa: C901 (on
         agent = handle(request, "write", agent_type, name)
         message_id = body.id or str(uuid.uuid4())
         await gateway.hub.paced(agent_type, name, message_id, lambda: agent.send(
-            body.text, sender=body.sender, id=message_id, data=body.data
+            body.text, sender=body.sender, id=message_id, data=body.data, on_busy=body.on_busy
         ), until_applied=True)  # fmt: skip
         return Accepted(id=message_id)
 
-    @app.post(f"{prefix}/ask", response_model=AskReply)
-    async def ask(request: Request, agent_type: str, name: str, body: AskBody) -> AskReply:
-        """A message, and the agent's reply once its turn is committed."""
+    @app.post(f"{prefix}/ask", response_model=AskReply, responses={200: {"content": {
+        "text/event-stream": {"schema": {"type": "string", "description": "the turn's items"}}
+    }}})  # fmt: skip
+    async def ask(
+        request: Request, agent_type: str, name: str, body: AskBody
+    ) -> AskReply | Response:
+        """A message, and the agent's reply once its turn is committed; with `Accept:
+        text/event-stream`, the turn as it is written (see `gateway.streams`)."""
         agent = handle(request, "write", agent_type, name)
+        if "text/event-stream" in request.headers.get("accept", ""):
+            return ask_events(gateway, agent, body, keepalive=KEEPALIVE_SECONDS,
+                              last_event_id=request.headers.get("last-event-id"))  # fmt: skip
         message_id = body.id or str(uuid.uuid4())
         return await gateway.hub.paced(agent_type, name, message_id, lambda: agent.ask(
-            body.text, sender=body.sender, id=message_id, data=body.data, timeout=body.timeout
+            body.text, sender=body.sender, id=message_id, data=body.data, timeout=body.timeout,
+            on_busy=body.on_busy,
         ))  # fmt: skip
+
+    @app.post(f"{prefix}/stop", response_model=StopResult)
+    async def stop(
+        request: Request, agent_type: str, name: str, body: StopBody | None = None
+    ) -> StopResult:
+        """Stop the running turn (only if it is `turn`); its caller gets 409 TurnStopped."""
+        body = body or StopBody()
+        agent = handle(request, "write", agent_type, name)
+        return await agent.stop(reason=body.reason, turn=body.turn)
 
     @app.post(f"{prefix}/call/{{method}}")
     async def call(
@@ -269,6 +310,13 @@ def _add_agent_routes(app: FastAPI, gateway: Gateway) -> None:  # noqa: C901 (on
     @app.get(f"{prefix}/state", response_model=StateView)
     async def state(request: Request, agent_type: str, name: str) -> StateView:
         return await handle(request, "read", agent_type, name).state_view()
+
+    @app.post(f"{prefix}/sql", response_model=SqlRows)
+    async def sql(request: Request, agent_type: str, name: str, body: SqlRequest) -> SqlRows:
+        """One read-only statement on the agent's database (400 SqlReadOnly for a write)."""
+        agent = handle(request, "read", agent_type, name)
+        params = [p.data if isinstance(p, SqlBlob) else p for p in body.params]
+        return await agent.sql(body.query, *params, max_rows=body.max_rows)
 
     @app.get(f"{prefix}/events", response_model=EventsPage)
     async def events(
@@ -298,6 +346,43 @@ def _add_agent_routes(app: FastAPI, gateway: Gateway) -> None:  # noqa: C901 (on
     ) -> RollbackResult:
         """Restore a kept version (itself a new version)."""
         return await handle(request, "write", agent_type, name).rollback(body.version)
+
+    @app.post(f"{prefix}/fork", response_model=TransferResult)
+    async def fork(request: Request, agent_type: str, name: str, body: ForkBody) -> TransferResult:
+        """A new agent from this one's state (write scope on both); 409 if it exists."""
+        principal = gateway.principal(request)
+        source = gateway.agent(principal, "write", agent_type, name)
+        target = gateway.agent(principal, "write", agent_type, body.name)
+        bundle = await source.export(version=body.version, with_schedules=body.with_schedules)
+        return await start_from_export(gateway.perennial.client, bundle, name=target.name,
+                                       task_queue=gateway.settings.task_queue, kind="forked")  # fmt: skip
+
+    @app.get(f"{prefix}/export")
+    async def export(
+        request: Request,
+        agent_type: str,
+        name: str,
+        version: int | None = Query(default=None, ge=0),
+        with_schedules: bool = False,
+    ) -> Response:
+        """The agent as an export file: kept versions (or `version`), schedules if asked."""
+        agent = handle(request, "read", agent_type, name)
+        bundle = await agent.export(version=version, with_schedules=with_schedules)
+        return Response(export_text(bundle), media_type="application/json")
+
+    @app.post("/agents/import", response_model=TransferResult)
+    async def import_agent(
+        request: Request, body: Annotated[dict[str, Any], Body()], name: str | None = None
+    ) -> TransferResult:
+        """Start an agent from an export file (the body) as `{its type}/{name}` (default: the
+        source's name); write scope on it; 409 if it exists."""
+        principal = gateway.principal(request)  # who asks, before what the body says
+        bundle = read_export(body)
+        target = gateway.agent(principal, "write", bundle.agent_type,
+                               name or bundle.source_id.partition("/")[2])  # fmt: skip
+        check_bundle(bundle, agent_types()[bundle.agent_type])
+        return await start_from_export(gateway.perennial.client, bundle, name=target.name,
+                                       task_queue=gateway.settings.task_queue, kind="imported")  # fmt: skip
 
     @app.get(f"{prefix}/schedules", response_model=list[Schedule])
     async def schedules(request: Request, agent_type: str, name: str) -> list[Schedule]:
@@ -342,15 +427,15 @@ def _add_agent_routes(app: FastAPI, gateway: Gateway) -> None:  # noqa: C901 (on
 
 async def _sse(gateway: Gateway, agent_type: str, name: str, after: int) -> AsyncIterator[str]:
     async with gateway.hub.use(agent_type, name) as watcher:
-        frames = follow(watcher, Subscriber(events=True, state=False), after=after)
+        frames = with_keepalives(
+            follow(watcher, Subscriber(events=True, state=False), after=after),
+            KEEPALIVE_SECONDS, until=gateway.closing,
+        )  # fmt: skip
         try:
-            while not gateway.closing.is_set():
-                try:
-                    frame = await asyncio.wait_for(anext(frames), KEEPALIVE_SECONDS)
-                except TimeoutError:
-                    yield ": keepalive\n\n"
-                    continue
-                if frame.kind == "event":
+            async for frame in frames:
+                if frame is None:
+                    yield KEEPALIVE
+                elif frame.kind == "event":
                     yield f"id: {frame.offset}\nevent: event\ndata: {frame.event}\n\n"
                 elif frame.kind == "events_missed":
                     yield f"id: {frame.offset}\nevent: events_missed\ndata: {frame.data}\n\n"

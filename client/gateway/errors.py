@@ -18,6 +18,7 @@ from perennial.client.gateway.auth import Forbidden, Unauthorized
 from perennial.client.gateway.hub import TooManyUnapplied
 from perennial.workflows.errors import (
     AgentBusy,
+    AgentExists,
     AgentNotFound,
     AgentStopped,
     AlreadyDecided,
@@ -27,8 +28,11 @@ from perennial.workflows.errors import (
     MethodNotFound,
     PerennialError,
     ScheduleNotFound,
+    StateMigrationFailed,
     TooManySchedules,
     TurnFailed,
+    TurnInProgress,
+    TurnStopped,
     UnknownAgentType,
     UsageError,
     VersionNotKept,
@@ -52,10 +56,15 @@ _STATUS: tuple[tuple[type[Exception], int], ...] = (
     (VersionNotKept, 404),
     (MethodNotFound, 404),
     (AlreadyDecided, 409),
+    (AgentExists, 409),
+    (StateMigrationFailed, 409),
     (AgentStopped, 409),
     (ChildAlreadyRunning, 409),
     (LimitExceeded, 409),
     (TooManySchedules, 409),
+    # A conflict with the running turn, not "come back later": never retried automatically.
+    (TurnInProgress, 409),
+    (TurnStopped, 409),
     (BodyTooLarge, 413),
     (UsageError, 400),
     (AgentBusy, 429),
@@ -82,7 +91,9 @@ def classify(err: Exception) -> tuple[int, dict[str, Any], dict[str, str]]:
         body.update(accepted=True, id=err.message_id)
     if isinstance(err, TurnFailed):
         body.update(error_type=err.error_type, version=err.version)
-    if isinstance(err, AgentBusy):
+    if isinstance(err, TurnStopped):
+        body.update(by=err.by, kept=err.kept)
+    if isinstance(err, AgentBusy) and not isinstance(err, TurnInProgress):
         retry_after = err.retry_after if isinstance(err, TooManyUnapplied) else 1
         headers["Retry-After"] = str(retry_after)
         body["retry_after"] = retry_after

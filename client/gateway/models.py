@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from perennial.client.agents import AgentSummary
+from perennial.workflows.messages import BusyPolicy
 
 #: The longest an HTTP or socket `ask`/`call` waits for the agent's reply.
 MAX_WAIT_SECONDS = 300.0
@@ -24,6 +25,8 @@ class MessageBody(_Body):
     sender: str | None = None
     id: str | None = None
     data: JsonValue = None
+    #: What it does if a turn is running when it arrives (None: the agent type's policy).
+    on_busy: BusyPolicy | None = None
 
 
 class AskBody(MessageBody):
@@ -42,6 +45,22 @@ class CallBody(_Body):
 
 class RollbackBody(_Body):
     version: int
+
+
+class StopBody(_Body):
+    """Stop the running turn (only if it is `turn`, the message id of its ask, when given)."""
+
+    reason: str | None = None
+    turn: str | None = None
+
+
+class ForkBody(_Body):
+    """A new agent of the same type, `name`, from this one's state at `version` (default:
+    the current one); `with_schedules` copies its schedules too."""
+
+    name: str
+    version: int | None = Field(default=None, ge=0)
+    with_schedules: bool = False
 
 
 class DecideBody(_Body):
@@ -103,8 +122,10 @@ __all__ = [
     "CallBody",
     "DecideBody",
     "ErrorBody",
+    "ForkBody",
     "Health",
     "MessageBody",
     "MethodInfo",
     "RollbackBody",
+    "StopBody",
 ]

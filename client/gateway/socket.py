@@ -4,10 +4,20 @@ Server to client: `state` on connect (version 0 and state null while the agent d
 exist), then a `patch` (RFC 6902) per committed version, or a `state` when that is smaller;
 `event` for each event after `?after=` (live ones only without it); `events_missed` when
 events left the agent's bounded log before they were sent. Replies to requests: `reply`
-(ask), `accepted` (send), `result` (call), `error`, each with the request's `id`.
+(ask), `accepted` (send), `result` (call), `stopped` (stop), `error`, each with the request's
+`id`.
 
 Client to server: `{"type": "ask"|"send"|"call", "id", ...}`. The `id` is also the message
-id, so a request resent after a reconnect is applied once.
+id, so a request resent after a reconnect is applied once. `on_busy` on ask and send says what
+the message does if a turn is running (see `workflows.turn_control`).
+
+A streamed ask (`"stream": true`) is answered as it is written: a frame per item, the item's
+JSON as is (`delta`, `restart`, `tool_call`, `tool_result`, each with the ask's `id` and its
+`position`), then the same `reply` frame as an unstreamed ask (with its `position` added), or
+an `error`. After a reconnect, the same ask with `"resume": "<position token>"` (from the last
+item's position: offset.step.attempt.chars) goes on after that item. `{"type": "stop",
+"reason"?, "turn"?}` stops the running turn (only if it is the ask `turn`) and is answered
+`{"type": "stopped", "stopped", "turn", "version"}`; the stopped ask gets a `TurnStopped` error.
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ from perennial.client.gateway.auth import Forbidden, Principal, Unauthorized
 from perennial.client.gateway.errors import classify
 from perennial.client.gateway.hub import AgentWatcher, Subscriber, SubscriberTooSlow, follow
 from perennial.client.gateway.models import MAX_WAIT_SECONDS
+from perennial.client.gateway.streams import paced_stream, resume_position
 from perennial.workflows.errors import (
     AgentBusy,
     InvalidRequest,
@@ -33,6 +44,7 @@ from perennial.workflows.errors import (
     UsageError,
     summarize,
 )
+from perennial.workflows.messages import BusyPolicy
 
 if TYPE_CHECKING:
     from perennial.client.agents import AgentHandle
@@ -61,6 +73,11 @@ class SocketAsk(_Request):
     sender: str | None = None
     data: JsonValue = None
     timeout: float = Field(default=60.0, gt=0, le=MAX_WAIT_SECONDS)
+    on_busy: BusyPolicy | None = None
+    #: Answer with the turn's items as they come, then the reply.
+    stream: bool = False
+    #: A streamed ask asked again after a reconnect: the last item's position token.
+    resume: str | None = Field(default=None, max_length=100)
 
 
 class SocketSend(_Request):
@@ -68,6 +85,7 @@ class SocketSend(_Request):
     text: str
     sender: str | None = None
     data: JsonValue = None
+    on_busy: BusyPolicy | None = None
 
 
 class SocketCall(_Request):
@@ -78,8 +96,17 @@ class SocketCall(_Request):
     timeout: float = Field(default=60.0, gt=0, le=MAX_WAIT_SECONDS)
 
 
-SocketRequest = Annotated[SocketAsk | SocketSend | SocketCall, Field(discriminator="type")]
-_REQUEST: TypeAdapter[SocketAsk | SocketSend | SocketCall] = TypeAdapter(SocketRequest)
+class SocketStop(_Request):
+    """Stop the running turn (only if it is `turn`, an ask's id, when given)."""
+
+    type: Literal["stop"]
+    reason: str | None = None
+    turn: str | None = None
+
+
+_Requests = SocketAsk | SocketSend | SocketCall | SocketStop
+SocketRequest = Annotated[_Requests, Field(discriminator="type")]
+_REQUEST: TypeAdapter[_Requests] = TypeAdapter(SocketRequest)
 
 
 async def serve_socket(gateway: Gateway, websocket: WebSocket, agent_type: str, name: str) -> None:
@@ -125,7 +152,9 @@ class _Session:
         reader = asyncio.create_task(self._read())
         closing = asyncio.create_task(self.gateway.closing.wait())
         try:
-            done, _ = await asyncio.wait({pump, reader, closing}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {pump, reader, closing}, return_when=asyncio.FIRST_COMPLETED
+            )
             if closing in done:
                 await self._close(_GOING_AWAY, "the gateway is shutting down")
             elif pump in done and isinstance(pump.exception(), SubscriberTooSlow):
@@ -166,31 +195,52 @@ class _Session:
             self.gateway.auth.authorize(
                 self.principal, "write", self.agent.agent_type, self.agent.name
             )
-            await self._send(json.dumps(await self._perform(request)))
+            if isinstance(request, SocketAsk) and request.stream:
+                await self._stream(request)
+            else:
+                await self._send(json.dumps(await self._perform(request)))
         except ValidationError as err:
             await self._error(request_id, InvalidRequest(f"bad request: {summarize(err)}"))
         except Exception as err:  # every failure is answered, typed, on the socket
             await self._error(request_id, err)
 
-    async def _perform(self, request: SocketAsk | SocketSend | SocketCall) -> dict[str, Any]:
+    async def _perform(self, request: _Requests) -> dict[str, Any]:
         hub, agent = self.gateway.hub, self.agent
         kind, name = agent.agent_type, agent.name
         if isinstance(request, SocketAsk):
             reply = await hub.paced(kind, name, request.id, lambda: agent.ask(
                 request.text, sender=request.sender, id=request.id, data=request.data,
-                timeout=request.timeout,
+                timeout=request.timeout, on_busy=request.on_busy,
             ))  # fmt: skip
             return {"type": "reply", **reply.model_dump(mode="json")}
         if isinstance(request, SocketSend):
             await hub.paced(kind, name, request.id, lambda: agent.send(
-                request.text, sender=request.sender, id=request.id, data=request.data
+                request.text, sender=request.sender, id=request.id, data=request.data,
+                on_busy=request.on_busy,
             ), until_applied=True)  # fmt: skip
             return {"type": "accepted", "id": request.id}
+        if isinstance(request, SocketStop):
+            stopped = await agent.stop(reason=request.reason, turn=request.turn)
+            return {"type": "stopped", "id": request.id, **stopped.model_dump(mode="json")}
         result = await hub.paced(kind, name, request.id, lambda: agent.call(
             request.method, request.args, id=request.id, sender=request.sender,
             timeout=request.timeout,
         ))  # fmt: skip
         return {"type": "result", **result.model_dump(mode="json")}
+
+    async def _stream(self, request: SocketAsk) -> None:
+        """A frame per item of the turn, the reply frame last (its error raised after)."""
+        agent = self.agent
+        resume = resume_position(request.resume, message_id=request.id)
+        items = paced_stream(self.gateway.hub, agent, request.id, lambda: agent.ask_stream(
+            request.text, sender=request.sender, id=request.id, data=request.data,
+            timeout=request.timeout, on_busy=request.on_busy, resume=resume,
+        ))  # fmt: skip
+        try:
+            async for item in items:
+                await self._send(item.model_dump_json())
+        finally:
+            await items.aclose()
 
     async def _error(self, request_id: str | None, err: Exception) -> None:
         status, body, _ = classify(err)
@@ -217,4 +267,4 @@ def _request_id(text: str) -> str | None:
     return value if isinstance(value, str) and 0 < len(value) <= 200 else None
 
 
-__all__ = ["SocketAsk", "SocketCall", "SocketRequest", "SocketSend", "serve_socket"]
+__all__ = ["SocketAsk", "SocketCall", "SocketRequest", "SocketSend", "SocketStop", "serve_socket"]

@@ -76,6 +76,12 @@ class Reply:
     #: Wait until `ScriptedLLM.release()` before answering (a call that never returns).
     hold: bool = False
     model: str | None = None
+    #: Streamed answers (a request with `stream: true`): characters per chunk, the pause
+    #: before each chunk (a model writing at a fixed pace), and a chunk to stop at until
+    #: `release()` (a stream that stalls half-way, e.g. to kill the worker mid-stream).
+    chunk_chars: int = 4
+    chunk_delay: float = 0.0
+    hold_at_chunk: int | None = None
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> Usage:
@@ -88,9 +94,17 @@ def call(name: str, /, *, id: str | None = None, raw: str | None = None, **argum
 
 
 def text(
-    content: str, *, usage: Usage | None = None, delay: float = 0.0, hold: bool = False
+    content: str,
+    *,
+    usage: Usage | None = None,
+    delay: float = 0.0,
+    hold: bool = False,
+    chunk_chars: int = 4,
+    chunk_delay: float = 0.0,
+    hold_at_chunk: int | None = None,
 ) -> Reply:
-    return Reply(content=content, usage=usage, delay=delay, hold=hold)
+    return Reply(content=content, usage=usage, delay=delay, hold=hold, chunk_chars=chunk_chars,
+                 chunk_delay=chunk_delay, hold_at_chunk=hold_at_chunk)  # fmt: skip
 
 
 def tool_calls(
@@ -99,8 +113,10 @@ def tool_calls(
     usage: Usage | None = None,
     delay: float = 0.0,
     hold: bool = False,
+    chunk_delay: float = 0.0,
 ) -> Reply:
-    return Reply(content=content, calls=calls, usage=usage, delay=delay, hold=hold)
+    return Reply(content=content, calls=calls, usage=usage, delay=delay, hold=hold,
+                 chunk_delay=chunk_delay)  # fmt: skip
 
 
 def error(
@@ -301,6 +317,28 @@ class ScriptedLLM:
             "usage": used.wire(),
         }
 
+    def _chunks(self, reply: Reply, request: Request) -> list[dict[str, Any]]:
+        """The streamed form of a reply: content in pieces, then each tool call, the finish
+        reason, and the usage (when the request asked for it)."""
+        whole = self._completion(reply, request)
+        message = whole["choices"][0]["message"]
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+            return {"id": whole["id"], "object": "chat.completion.chunk",
+                    "created": whole["created"], "model": whole["model"],
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}  # fmt: skip
+
+        out = [chunk({"role": "assistant", "content": ""})]
+        content = message["content"] or ""
+        size = max(1, reply.chunk_chars)
+        out += [chunk({"content": content[i : i + size]}) for i in range(0, len(content), size)]
+        for index, tool_call in enumerate(message.get("tool_calls", [])):
+            out.append(chunk({"tool_calls": [{"index": index, **tool_call}]}))
+        out.append(chunk({}, whole["choices"][0]["finish_reason"]))
+        if (request.body.get("stream_options") or {}).get("include_usage"):
+            out.append({**chunk({}), "choices": [], "usage": whole["usage"]})
+        return out
+
     def _tool(self, name: str, arguments: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         behaviour = self.tools.get(name, ToolBehaviour())
         with self._lock:
@@ -332,6 +370,31 @@ def _estimate(request: Request, reply: Reply) -> Usage:
     prompt = sum(len(json.dumps(m)) for m in request.messages) // 4 + 1
     completion = (len(reply.content or "") + sum(len(c.arguments) for c in reply.calls)) // 4 + 1
     return Usage(prompt, completion)
+
+
+def _write_stream(
+    handler: BaseHTTPRequestHandler, llm: ScriptedLLM, reply: Reply, request: Request
+) -> None:
+    """Answer a `stream: true` request with server-sent events, at the reply's pace."""
+    try:
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/event-stream")
+        handler.send_header("Connection", "close")
+        for name, value in reply.headers:
+            handler.send_header(name, value)
+        handler.end_headers()
+        for number, chunk in enumerate(llm._chunks(reply, request)):
+            if number == reply.hold_at_chunk:
+                llm._released.wait(timeout=120)
+            if reply.chunk_delay and number > 0:
+                time.sleep(reply.chunk_delay)
+            handler.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            handler.wfile.flush()
+        handler.wfile.write(b"data: [DONE]\n\n")
+        handler.wfile.flush()
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the client went away (a killed worker, a stopped turn)
+    handler.close_connection = True
 
 
 def _handler(llm: ScriptedLLM) -> type[BaseHTTPRequestHandler]:
@@ -393,7 +456,10 @@ def _handler(llm: ScriptedLLM) -> type[BaseHTTPRequestHandler]:
                 }
                 self._send(reply.status, {"error": err}, reply.headers)
                 return
-            self._send(200, llm._completion(reply, request), reply.headers)
+            if body.get("stream"):
+                _write_stream(self, llm, reply, request)
+            else:
+                self._send(200, llm._completion(reply, request), reply.headers)
 
     return Handler
 

@@ -7,6 +7,7 @@ See `workflows.llm.agent` for the loop, `workflows.llm.tools` for declaring tool
 """
 
 from perennial.workflows.llm.agent import LLMAgent
+from perennial.workflows.llm.budget import Budget
 from perennial.workflows.llm.builtin import (
     CONTEXT_TOOLS,
     STATE_TOOLS,
@@ -18,6 +19,7 @@ from perennial.workflows.llm.builtin import (
     put_state,
 )
 from perennial.workflows.llm.context import ContextWindow, LLMState, UsageTotals
+from perennial.workflows.llm.sql_tools import SQL_TOOLS, sql_execute, sql_query
 from perennial.workflows.llm.tools import (
     ActivityTool,
     AnyTool,
@@ -31,9 +33,11 @@ from perennial.workflows.llm.wire import ModelSettings
 
 __all__ = [
     "CONTEXT_TOOLS",
+    "SQL_TOOLS",
     "STATE_TOOLS",
     "ActivityTool",
     "AnyTool",
+    "Budget",
     "ContextWindow",
     "LLMAgent",
     "LLMState",
@@ -49,5 +53,7 @@ __all__ = [
     "get_state",
     "list_state_keys",
     "put_state",
+    "sql_execute",
+    "sql_query",
     "workflow_tool",
 ]

@@ -27,7 +27,12 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    TimeoutError,
+    is_cancelled_exception,
+)
 
 from perennial.workflows.alarms import alarm_prompt
 from perennial.workflows.approvals import approval_pending_result, approval_prompt
@@ -39,7 +44,10 @@ from perennial.workflows.errors import (
     ModelUnavailable,
     StepLimitExceeded,
 )
+from perennial.workflows.llm.budget import SET_BUDGET_UPDATE, USAGE_QUERY, Spending
 from perennial.workflows.llm.context import ContextWindow, LLMState, fit_window
+from perennial.workflows.llm.sql_tools import SQL_TOOLS, describe_database
+from perennial.workflows.llm.summary import Summarizer, with_summary
 from perennial.workflows.llm.tools import (
     ActivityTool,
     AnyTool,
@@ -52,6 +60,8 @@ from perennial.workflows.llm.tools import (
 from perennial.workflows.llm.wire import (
     LLM_CONTEXT_QUERY,
     MODEL_ACTIVITY,
+    TURN_STEPS_QUERY,
+    AssistantItem,
     ContextQuery,
     ModelCall,
     ModelRequest,
@@ -62,14 +72,18 @@ from perennial.workflows.llm.wire import (
     ToolActivityResult,
     ToolCall,
     ToolItem,
+    TurnSteps,
+    TurnStepsQuery,
     UserItem,
     digest,
     item_chars,
 )
 from perennial.workflows.messages import (
     AgentReplyWake,
+    AgentStart,
     AlarmWake,
     ApprovalWake,
+    Budget,
     ChildFinishedWake,
     ErrorEvent,
     Message,
@@ -79,6 +93,7 @@ from perennial.workflows.messages import (
     TextEvent,
     TokenUsage,
     ToolCallEvent,
+    UsageReport,
     preview,
 )
 from perennial.workflows.messaging import reply_prompt
@@ -142,6 +157,10 @@ class LLMAgent(AgentWorkflow[LLMStateT]):
     #: Every kept version holds the whole conversation: keep fewer than plain agents.
     max_versions: ClassVar[int] = 5
 
+    #: Limits on tokens and cost of each agent of the type, checked before every model call
+    #: (see `workflows.llm.budget`; update `set_budget` gives one agent its own).
+    budget: ClassVar[Budget] = Budget()
+
     @workflow.init
     def __init__(self, start: RawValue = MISSING) -> None:
         super().__init__(start)
@@ -151,16 +170,32 @@ class LLMAgent(AgentWorkflow[LLMStateT]):
         self._inflight: tuple[str, ModelRequest] | None = None
         #: Workflow tools run one at a time (each may roll its own changes back).
         self._workflow_tool_lock = asyncio.Lock()
+        self._summarizer = Summarizer(self, self._spending)
+
+    def _build_parts(self, carried: AgentStart) -> None:
+        super()._build_parts(carried)
+        # The budget ledger is a part of its own, outside the state: spend is never rolled back.
+        self._spending = Spending(self._ctx, carried.budget, type_budget=self.budget)
+
+    def _carried(self) -> AgentStart:
+        return super()._carried().model_copy(update={"budget": self._spending.carry()})
+
+    def usage_report(self) -> UsageReport:
+        return self._spending.report()
 
     # ------------------------------------------------------------------ for agent types
 
     def system_prompt(self) -> str:
-        """The instructions, and the notes the agent pinned with `add_to_context`."""
+        """The instructions, the database's schema (with the SQL tools), and the notes the
+        agent pinned with `add_to_context`."""
+        prompt = self.instructions
+        if any(tool in SQL_TOOLS for tool in self._tools.values()):
+            prompt = f"{prompt}\n\n{describe_database(self)}"
         notes = self.state.notes
         if not notes:
-            return self.instructions
+            return prompt
         pinned = "\n".join(f"- {note}" for note in notes)
-        return f"{self.instructions}\n\nNotes you pinned in your context:\n{pinned}"
+        return f"{prompt}\n\nNotes you pinned in your context:\n{pinned}"
 
     async def on_message(self, message: Message) -> str | None:
         assert message.id is not None
@@ -227,6 +262,7 @@ class LLMAgent(AgentWorkflow[LLMStateT]):
         step = 0
         try:
             for step in range(1, self.max_steps + 1):
+                self._take_steering()
                 response = await self._call_model(message_id, step)
                 spent = spent + response.usage
                 calls = response.message.tool_calls
@@ -254,11 +290,36 @@ class LLMAgent(AgentWorkflow[LLMStateT]):
             raise
         raise AssertionError("unreachable: the loop returns or raises")
 
+    def _take_steering(self) -> None:
+        """Messages steered into this turn join the conversation before the next model call."""
+        for message in self.take_steering():
+            self.state.context.append(UserItem(content=message.text, message_id=message.id))
+
+    def on_turn_stopped(self, *, by: str, reason: str | None) -> bool:
+        """Keep the conversation of a stopped turn, so the next turn knows what was asked and
+        done: tool calls that did not finish get a result saying so, and the answer is marked
+        stopped (the text streamed so far is not in the state: it never reached the workflow)."""
+        context = self.state.context
+        answered = {item.tool_call_id for item in context if isinstance(item, ToolItem)}
+        last = context[-1] if context else None
+        if isinstance(last, AssistantItem):
+            for call in last.tool_calls:
+                if call.id not in answered:
+                    context.append(ToolItem(tool_call_id=call.id, name=call.name,
+                                            content="error: not completed: the turn was stopped"))  # fmt: skip
+        who = "the user" if by == "stop" else "a newer message"
+        context.append(
+            AssistantItem(content=f"[stopped by {who} before answering: {reason or 'stop'}]")
+        )
+        return True
+
     # ------------------------------------------------------------------ wire: queries
 
     @workflow.query(name=LLM_CONTEXT_QUERY)
     def llm_context(self, query: ContextQuery) -> ModelRequest:
         """The request of the model call in flight (the model activity reads it here)."""
+        if (summarizing := self._summarizer.request_for(query.call_id)) is not None:
+            return summarizing
         if self._inflight is None or self._inflight[0] != query.call_id:
             raise ApplicationError(
                 f"model call {query.call_id} is not in flight",
@@ -267,6 +328,32 @@ class LLMAgent(AgentWorkflow[LLMStateT]):
             )
         return self._inflight[1]
 
+    @workflow.query(name=TURN_STEPS_QUERY)
+    def turn_steps(self, query: TurnStepsQuery) -> TurnSteps:
+        """The model's answers so far in turn `query.turn` (the running or a recent one)."""
+        context = self.state.context
+        starts = [i for i, item in enumerate(context)
+                  if isinstance(item, UserItem) and item.message_id == query.turn]  # fmt: skip
+        if not starts:
+            return TurnSteps(turn=query.turn)
+        steps = [item for item in context[starts[-1] + 1 :] if isinstance(item, AssistantItem)]
+        return TurnSteps(turn=query.turn, steps=steps)
+
+    @workflow.query(name=USAGE_QUERY)
+    def usage_query(self) -> UsageReport:
+        """What this agent's model calls spent, its budget and what is left of it."""
+        return self._spending.report()
+
+    @workflow.update(name=SET_BUDGET_UPDATE)
+    def set_budget_update(self, raw: RawValue = MISSING) -> UsageReport:
+        """Give this agent its own budget (replacing its type's), or None: its type's again."""
+        self._budget.count_arrival(update=True)
+        return self._spending.set_budget(Spending.read_request(raw).budget)
+
+    @set_budget_update.validator
+    def _validate_set_budget(self, raw: RawValue = MISSING) -> None:
+        Spending.read_request(raw)
+
     # ------------------------------------------------------------------ model calls
 
     def _request(self) -> ModelRequest:
@@ -274,14 +361,16 @@ class LLMAgent(AgentWorkflow[LLMStateT]):
         dropped = fit_window(context, self.context_window)
         if dropped:
             workflow.logger.info("context window: dropped %d oldest items", dropped)
+        system = with_summary(self.system_prompt(), self.state.summary)
         return ModelRequest(
             model=self.model,
-            messages=[SystemItem(content=self.system_prompt()), *context],
+            messages=[SystemItem(content=system), *context],
             tools=self._tool_definitions,
             settings=self.model_settings,
         )
 
     async def _call_model(self, message_id: str, step: int) -> ModelResponse:
+        await self._before_model_call(message_id, step)
         request = self._request()
         call_id = str(workflow.uuid4())
         info = workflow.info()
@@ -303,6 +392,7 @@ class LLMAgent(AgentWorkflow[LLMStateT]):
                     messages=len(request.messages),
                     chars=sum(item_chars(item) for item in request.messages),
                     request=request if inline else None,
+                    turn=message_id,
                 ),
                 result_type=ModelResponse,
                 start_to_close_timeout=self.model_start_to_close_timeout,
@@ -312,13 +402,22 @@ class LLMAgent(AgentWorkflow[LLMStateT]):
                 summary=f"llm {model} step {step}",
             )
         except ActivityError as err:
+            if is_cancelled_exception(err):  # the turn was stopped: no model error, no retry
+                raise asyncio.CancelledError() from None
             raise _model_error(err) from None
         finally:
             self._inflight = None
         self._record_step(message_id, step, response)
         return response
 
+    async def _before_model_call(self, message_id: str, step: int) -> None:
+        """The budget (BudgetExceeded), then room in the context window (a summary)."""
+        self._spending.check(message_id)
+        if await self._summarizer.compact(message_id, step):
+            self._spending.check(message_id)
+
     def _record_step(self, message_id: str, step: int, response: ModelResponse) -> None:
+        self._spending.charge(response.usage, response.cost_usd)  # even if the turn fails
         message = response.message
         self.state.usage = self.state.usage.add(response.usage)
         self.state.context.append(message)
@@ -332,6 +431,7 @@ class LLMAgent(AgentWorkflow[LLMStateT]):
             tool_calls=[call.name for call in message.tool_calls],
             duration_ms=response.duration_ms,
             attempts=response.attempt,
+            cost_usd=response.cost_usd,
         )
         if message.content:
             self.record(TextEvent, message_id=message_id, step=step, text=preview(message.content))
@@ -404,7 +504,9 @@ class LLMAgent(AgentWorkflow[LLMStateT]):
         async with self._workflow_tool_lock:
             before = self.state.model_copy(deep=True)
             try:
-                return render_result(await tool.invoke(self, args)), True, 1
+                with self._sql.undo_on_error():  # a failed call leaves the database as it was
+                    result = await tool.invoke(self, args)
+                return render_result(result), True, 1
             except _CODE_ERRORS:
                 raise
             except ToolError as err:
@@ -433,6 +535,8 @@ class LLMAgent(AgentWorkflow[LLMStateT]):
                 summary=f"tool {tool.name}",
             )
         except ActivityError as err:
+            if is_cancelled_exception(err):  # the turn was stopped: not a result for the model
+                raise asyncio.CancelledError() from None
             attempts = _failed_attempts(err, tool.retry_policy)
             reason = err.cause.message if err.cause is not None else err.message
             return (

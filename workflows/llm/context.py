@@ -6,10 +6,13 @@ everything else, and a rollback to an older version restores the conversation of
 The context is bounded: before every model call the oldest whole exchanges (a user message and
 everything that answered it) are dropped until the window fits, and the agent can drop more
 itself (`clear_old_context`). Notes added with `add_to_context` stay in every request until
-cleared. Exchanges are dropped whole, so a tool result never loses the call it answers.
+cleared. Exchanges are dropped whole, so a tool result never loses the call it answers. With
+`summarize=True` they are summarised into `summary` first (see `workflows.llm.summary`).
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
@@ -39,6 +42,9 @@ class LLMState(BaseModel):
     #: The conversation, oldest first, bounded by the agent type's context window.
     context: list[ChatItem] = []
     usage: UsageTotals = UsageTotals()
+    #: What older exchanges said, summarised when they left the context window (sent in
+    #: the system prompt of every request; see `ContextWindow.summarize`).
+    summary: str | None = None
 
 
 class ContextWindow(BaseModel):
@@ -52,6 +58,20 @@ class ContextWindow(BaseModel):
     #: Notes kept by `add_to_context` (the oldest goes first) and their length.
     max_notes: int = Field(default=20, ge=0)
     max_note_chars: int = Field(default=2_000, ge=1)
+    #: Summarise the exchanges the window would drop (a model call) into `LLMState.summary`
+    #: instead of forgetting them (see `workflows.llm.summary`).
+    summarize: bool = False
+    #: After a summary the context keeps this share of the window, so the next summary
+    #: comes after that much new conversation, not at the very next call.
+    summarize_keep: float = Field(default=0.5, gt=0, le=1)
+    summary_max_chars: int = Field(default=4_000, ge=100, le=100_000)
+    #: The summarising call's system prompt (None: the default one) and model (None: the
+    #: agent type's).
+    summary_instructions: str | None = Field(default=None, min_length=1)
+    summary_model: str | None = None
+    #: When the summarising call fails for good: "fail" the turn (rolled back, nothing lost;
+    #: the next turn tries again) or "drop" the exchanges unsummarised and go on.
+    on_summary_failure: Literal["fail", "drop"] = "fail"
 
 
 def exchange_starts(context: list[ChatItem]) -> list[int]:

@@ -111,6 +111,9 @@ class ModelSettings(_Model):
     tool_choice: Literal["auto", "none", "required"] | None = None
     #: Extra JSON fields for servers that take more (sent as they are).
     extra_body: dict[str, JsonValue] | None = None
+    #: Stream the answer (`stream=True`): callers of `ask_stream` see it as it is written
+    #: (see `StreamProgress`). What enters history is the same either way.
+    stream: bool = True
 
 
 class ModelRequest(_Model):
@@ -153,6 +156,9 @@ class ModelCall(_Model):
     #: A small request travels inline instead (at most the agent type's
     #: `inline_request_max_bytes`, so history per call stays bounded by a constant).
     request: ModelRequest | None = None
+    #: The wake (message id, alarm key, ...) whose turn makes this call: stream readers
+    #: find their turn's model call by it.
+    turn: str | None = None
 
 
 class ModelResponse(_Model):
@@ -165,6 +171,42 @@ class ModelResponse(_Model):
     model: str
     attempt: int = 1
     duration_ms: int = 0
+    #: What the call cost by the worker's price table (None: the model has no price there).
+    cost_usd: float | None = None
+
+
+class StreamProgress(_Model):
+    """The heartbeat detail of a streaming model call: everything written so far.
+
+    Deltas never enter history: the activity heartbeats this (throttled by the worker), the
+    server keeps only the newest, and readers (`AgentHandle.ask_stream`, the gateway) read it
+    from the pending activity and diff by length. Cumulative, so a reader that missed some
+    heartbeats loses nothing; a new attempt starts again from empty text."""
+
+    turn: str | None = None
+    step: int = 1
+    #: The activity attempt that wrote it (the server keeps a failed attempt's last details
+    #: until the next attempt heartbeats: readers must not take them for the new one's).
+    attempt: int = 1
+    text: str = ""
+    #: Tool calls as far as they have been written (arguments may be incomplete JSON).
+    tool_calls: list[ToolCall] = []
+
+
+#: Name of the query that returns a running (or the last) turn's model answers, step by step.
+TURN_STEPS_QUERY = "turn_steps"
+
+
+class TurnStepsQuery(_Model):
+    turn: str = Field(min_length=1, max_length=200)
+
+
+class TurnSteps(_Model):
+    """The model's answers in a turn so far, one per step (what stream readers complete a
+    step's text and tool calls from once the step's call has returned)."""
+
+    turn: str
+    steps: list[AssistantItem] = []
 
 
 class ModelFailure(StrEnum):

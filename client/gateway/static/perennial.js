@@ -4,10 +4,12 @@
 //   import { connectAgent } from "/static/perennial.js";
 //   const agent = connectAgent({ type: "notes", name: "alice", onState: (s, v) => render(s, v) });
 //   const { reply } = await agent.ask("remember the milk");
+//   await agent.ask("tell me a story", { onDelta: (text) => show(text) });  // as it is written
+//   await agent.stop();                                                      // stop the turn
 //
 // The socket sends the agent's state (then RFC 6902 patches per committed version) and its
 // events; requests (ask, send, call) carry an id that is also the message id, so a request
-// resent after a reconnect is applied once.
+// resent after a reconnect is applied once (a streamed ask goes on after its last item).
 
 /** A failure from the gateway or the agent: `name` is the server's error type
  *  ("AgentNotFound", "TurnFailed", "TooManyUnapplied", ...), or one of this module's:
@@ -276,14 +278,30 @@ export class AgentConnection {
   }
 
   /** Ask the agent: resolves to {id, reply, version} once its turn is committed.
-   *  opts: sender, data, id (to retry a request), timeout (seconds, default 60). */
-  ask(text, { sender, data, id, timeout = 60 } = {}) {
-    return this._request({ type: "ask", id, text, sender, data }, timeout, true);
+   *  opts: sender, data, id (to retry a request), timeout (seconds, default 60), onBusy
+   *  (what the message does if a turn runs: "queue", "interrupt", "steer", "merge",
+   *  "reject"). Streamed (`stream: true`, or given onDelta / onItem): onItem(item) gets each
+   *  item as it comes ({type: "delta" | "restart" | "tool_call" | "tool_result", ...}; a
+   *  "restart" voids its step's text so far), onDelta(text, item) each delta's text. */
+  ask(text, { sender, data, id, timeout = 60, onBusy, stream, onDelta, onItem } = {}) {
+    const streamed = Boolean(stream || onDelta || onItem);
+    const each = (item) => {
+      onItem?.(item);
+      if (item.type === "delta") onDelta?.(item.text, item);
+    };
+    const frame = { type: "ask", id, text, sender, data, on_busy: onBusy, stream: streamed || undefined };
+    return this._request(frame, timeout, true, streamed ? each : undefined);
   }
 
   /** Put a message into the agent's inbox: resolves to {id} once it is accepted. */
-  send(text, { sender, data, id, timeout = 60 } = {}) {
-    return this._request({ type: "send", id, text, sender, data }, timeout, false);
+  send(text, { sender, data, id, timeout = 60, onBusy } = {}) {
+    return this._request({ type: "send", id, text, sender, data, on_busy: onBusy }, timeout, false);
+  }
+
+  /** Stop the turn the agent is running (only if it is the ask `turn`, when given): resolves
+   *  to {id, stopped, turn, version} once it has ended; its ask rejects with "TurnStopped". */
+  stop({ reason, turn, timeout = 60 } = {}) {
+    return this._request({ type: "stop", reason, turn }, timeout, false);
   }
 
   /** Call a callable method: resolves to {id, method, result, version}. */
@@ -396,9 +414,24 @@ export class AgentConnection {
       case "error":
         this._answerError(message);
         return;
-      default: // reply, accepted, result
+      case "delta":
+      case "restart":
+      case "tool_call":
+      case "tool_result":
+        this._streamed(message);
+        return;
+      default: // reply, accepted, result, stopped
         this._settle(message.id, null, message);
     }
+  }
+
+  // An item of a streamed ask; its position is where a resent ask goes on from.
+  _streamed(item) {
+    const entry = this._pending.get(item.id);
+    if (!entry?.onItem) return;
+    const { offset, step, attempt, chars } = item.position;
+    entry.resume = `${offset}.${step}.${attempt}.${chars}`;
+    entry.onItem(item);
   }
 
   _adopt(state, version) {
@@ -425,7 +458,7 @@ export class AgentConnection {
 
   // ------------------------------------------------------------------ requests
 
-  _request(fields, timeoutSeconds, waitsForTurn) {
+  _request(fields, timeoutSeconds, waitsForTurn, onItem) {
     if (this.status === "closed") {
       return Promise.reject(new GatewayError("ConnectionClosed", "the connection was closed"));
     }
@@ -437,7 +470,7 @@ export class AgentConnection {
     let entry;
     const promise = new Promise((resolve, reject) => {
       const ms = timeoutSeconds * 1000 + (waitsForTurn ? GRACE_MS : 0);
-      entry = { frame, resolve, reject, deadline: Date.now() + ms, waitsForTurn };
+      entry = { frame, resolve, reject, deadline: Date.now() + ms, waitsForTurn, onItem };
       entry.timer = setTimeout(() => {
         const error = new GatewayError(
           "RequestTimedOut",
@@ -462,6 +495,7 @@ export class AgentConnection {
       // The server waits what is left of the caller's timeout, so its own error comes first.
       frame.timeout = Math.max(0.1, (entry.deadline - GRACE_MS - Date.now()) / 1000);
     }
+    if (entry.resume) frame.resume = entry.resume; // nothing delivered is sent again
     this._socket.send(JSON.stringify(frame));
   }
 
