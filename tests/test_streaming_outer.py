@@ -247,7 +247,7 @@ async def test_http_stop_during_a_held_model_call(
     answer = await asyncio.wait_for(asked, 30)
     error = _error(answer, 409, "TurnStopped")
     assert error["by"] == "stop" and error["version"] == result["version"]
-    assert isinstance(error["kept"], bool)
+    assert error["kept"] is True and result["version"] == 1  # an LLM agent keeps the exchange
     assert "retry-after" not in answer.headers
     again = await http.post(f"{base}/stop")  # no body: stop whatever runs (nothing does)
     assert again.json() == {"stopped": False, "turn": None, "version": result["version"]}
@@ -319,6 +319,11 @@ async def test_socket_streams_deltas_then_the_reply_frame(
         ))  # fmt: skip
         [error] = await _frames(connection, "w3")
         assert error["error"]["type"] == "InvalidRequest" and error["error"]["status"] == 400
+        await connection.send(
+            json.dumps({"type": "ask", "id": "w5", "text": "x", "resume": "1.1.1.1"})
+        )
+        [error] = await _frames(connection, "w5")
+        assert error["error"]["type"] == "InvalidRequest" and "stream" in error["error"]["message"]
         await connection.send(json.dumps({"type": "send", "id": "w4", "text": "x", "on_busy": "?"}))
         [error] = await _frames(connection, "w4")
         assert error["error"]["type"] == "InvalidRequest"

@@ -7,7 +7,7 @@ events left the agent's bounded log before they were sent. Replies to requests: 
 (ask), `accepted` (send), `result` (call), `stopped` (stop), `error`, each with the request's
 `id`.
 
-Client to server: `{"type": "ask"|"send"|"call", "id", ...}`. The `id` is also the message
+Client to server: `{"type": "ask"|"send"|"call"|"stop", "id", ...}`. The `id` is also the message
 id, so a request resent after a reconnect is applied once. `on_busy` on ask and send says what
 the message does if a turn is running (see `workflows.turn_control`).
 
@@ -208,6 +208,8 @@ class _Session:
         hub, agent = self.gateway.hub, self.agent
         kind, name = agent.agent_type, agent.name
         if isinstance(request, SocketAsk):
+            if request.resume is not None:
+                raise InvalidRequest("`resume` goes with a streamed ask (`stream`: true)")
             reply = await hub.paced(kind, name, request.id, lambda: agent.ask(
                 request.text, sender=request.sender, id=request.id, data=request.data,
                 timeout=request.timeout, on_busy=request.on_busy,
