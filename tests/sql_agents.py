@@ -71,7 +71,7 @@ class Ledger(AgentWorkflow[LedgerState]):
 
     @callable_method
     def fill(self, rows: int, size: int, first: int = 0) -> int:
-        """Insert `rows` rows of `size` characters that do not compress; the count after."""
+        """Insert `rows` rows of `size` characters that compress poorly; the count after."""
         self._ensure_table()
         for n in range(first, first + rows):
             self.sql("INSERT INTO entries(text) VALUES (?)", _noise(n, size))
@@ -80,7 +80,7 @@ class Ledger(AgentWorkflow[LedgerState]):
 
 
 def _noise(seed: int, size: int) -> str:
-    """`size` characters that do not compress, the same for a seed (no randomness needed)."""
+    """`size` characters that compress poorly (~6.5 bits each), the same for a seed."""
     out = []
     x = seed * 2654435761 % 2**32 or 1
     for _ in range(size):

@@ -41,6 +41,7 @@ from perennial.workflows.messages import AgentStart, Snapshot, SqlBlob, SqlCarri
 from perennial.workflows.registry import agent_types
 from perennial.workflows.sql import SqlDatabase, SqlLimits, check_carried
 from perennial.workflows.versions import Versions
+from tests.conftest import eventually
 from tests.sql_agents import _noise
 from tests.support import has_events, unique
 from tests.test_perennial_cli import perennial_cli
@@ -194,7 +195,9 @@ def test_clocks_hidden_in_parameters_defaults_triggers_and_views_are_refused() -
     with pytest.raises(SqlNotDeterministic, match="random"):
         driver.sql("INSERT INTO lucky(a) VALUES (1)")
     driver.sql("CREATE TABLE log(a)")
-    driver.sql("CREATE TRIGGER noisy AFTER INSERT ON t BEGIN INSERT INTO log VALUES (random()); END")
+    driver.sql(
+        "CREATE TRIGGER noisy AFTER INSERT ON t BEGIN INSERT INTO log VALUES (random()); END"
+    )
     with pytest.raises(SqlNotDeterministic, match="random"):
         driver.sql("INSERT INTO t(v) VALUES ('x')")
     driver.sql("CREATE VIEW today AS SELECT date('now') AS d")
@@ -592,12 +595,18 @@ async def test_cli_and_gateway_read_the_database(
         url = f"/agents/test_sql_ledger/{name}/sql"
         found = await http.post(url, json={"query": query, "params": [3]})
         assert found.status_code == 200
-        assert found.json() == {"columns": ["id", "text"], "rows": [[3, "plum"]], "truncated": False}
+        assert found.json() == {
+            "columns": ["id", "text"],
+            "rows": [[3, "plum"]],
+            "truncated": False,
+        }
         refused = await http.post(url, json={"query": "DROP TABLE entries"})
         assert refused.status_code == 400 and refused.json()["error"]["type"] == "SqlReadOnly"
         bad = await http.post(url, json={"query": "SELECT 1", "extra": True})
         assert bad.status_code == 400
-        missing = await http.post(f"/agents/test_sql_ledger/{unique()}/sql", json={"query": "SELECT 1"})
+        missing = await http.post(
+            f"/agents/test_sql_ledger/{unique()}/sql", json={"query": "SELECT 1"}
+        )
         assert missing.status_code == 404
     assert (await agent.sql("SELECT count(*) FROM entries")).rows == [[3]]
 
@@ -629,12 +638,11 @@ async def test_continue_as_new_carries_a_database_near_its_budget(perennial: Per
         await agent.call("fill", {"rows": 150, "size": 1000, "first": 400})
     assert failed.value.error_type == "StateTooLarge"
     before = await agent.sql("SELECT id, text FROM entries ORDER BY id", max_rows=1000)
-    n = 0
-    while not await has_events(agent, "continued_as_new"):
-        n += 1
-        reply = await agent.ask(f"add word {n}")
+    n = 3  # past max_history_events: the agent switches once messages pause
+    for word in range(1, n + 1):
+        reply = await agent.ask(f"add word {word}")
         counts[reply.version] = int(reply.reply.split()[0])
-        assert n < 30, "no continue-as-new"
+    await eventually(lambda: has_events(agent, "continued_as_new"))
     after = await agent.sql("SELECT id, text FROM entries WHERE id <= 400 ORDER BY id",
                             max_rows=1000)  # fmt: skip
     assert _digest(after.rows) == _digest(before.rows)
@@ -646,6 +654,11 @@ async def test_continue_as_new_carries_a_database_near_its_budget(perennial: Per
     await agent.rollback(oldest)
     expected = max((c for v, c in counts.items() if v <= oldest), default=0)
     assert (await agent.sql("SELECT count(*) FROM entries")).rows == [[expected]]
+    # The new run, which started from the carried database, replays.
+    history = await perennial.client.get_workflow_handle(agent.id).fetch_history()
+    await Replayer(
+        workflows=list(agent_types().values()), data_converter=pydantic_data_converter
+    ).replay_workflow(history)
 
 
 @pytest.mark.agents(llm=True)
@@ -654,16 +667,26 @@ async def test_the_model_uses_the_sql_tools_and_sees_the_schema(
     perennial: Perennial, scripted_llm: ScriptedLLM
 ) -> None:
     scripted_llm.script(
-        tool_calls(call("sql_execute", id="c1",
-                        statement="CREATE TABLE trips(id INTEGER PRIMARY KEY, city TEXT)")),  # fmt: skip
         tool_calls(
-            call("sql_execute", id="c2", statement="INSERT INTO trips(city) VALUES (?)",
-                 params=["Paris"]),
+            call(
+                "sql_execute",
+                id="c1",
+                statement="CREATE TABLE trips(id INTEGER PRIMARY KEY, city TEXT)",
+            )
+        ),  # fmt: skip
+        tool_calls(
+            call(
+                "sql_execute",
+                id="c2",
+                statement="INSERT INTO trips(city) VALUES (?)",
+                params=["Paris"],
+            ),
             call("sql_execute", id="c3", statement="INSERT INTO trips(city) VALUES (random())"),
             call("sql_query", id="c4", query="DELETE FROM trips"),
         ),  # fmt: skip
-        tool_calls(call("sql_query", id="c5", query="SELECT city FROM trips WHERE id = ?",
-                        params=[1])),  # fmt: skip
+        tool_calls(
+            call("sql_query", id="c5", query="SELECT city FROM trips WHERE id = ?", params=[1])
+        ),  # fmt: skip
         text("Paris is planned."),
         text("You have one trip."),
     )

@@ -311,6 +311,18 @@ def _connect(image: bytes | None, guard: _Guard, *, max_value_bytes: int) -> sql
     return conn
 
 
+#: The schema the model is shown: what was created, without SQLite's own tables and (from
+#: 3.37, which lists them) the shadow tables of virtual tables.
+_SCHEMA_QUERY = (
+    "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%'"
+    + (
+        " AND name NOT IN (SELECT name FROM pragma_table_list WHERE type = 'shadow')"
+        if sqlite3.sqlite_version_info >= (3, 37)
+        else ""
+    )
+    + " ORDER BY rowid"
+)
+
 #: Statements the connection runs for itself, by exact text (see `_check_text`).
 _INTERNAL = frozenset(
     {f"PRAGMA page_size={PAGE_SIZE}", "PRAGMA auto_vacuum=FULL", "PRAGMA foreign_keys=ON",
@@ -559,7 +571,10 @@ class SqlDatabase(Part):
         self._base_text = carried.base  # zlib + base64, decoded when first needed
         self._base_zipped: bytes | None = None
         self._entries_text = carried.log
-        self._entries: list[_Version] | None = None if carried.log else []
+        self._entries: list[_Version] | None = None
+        self._log_bytes = self._retired = self._retired_bytes = 0
+        if not carried.log:
+            self._set_entries([])
         self._live: sqlite3.Connection | None = None
         self._guard = _Guard(max_steps=limits.max_steps)
         self._in_turn = False
@@ -647,11 +662,7 @@ class SqlDatabase(Part):
             conn = self._open(compact=False)
             self._guard.internal = True
             try:
-                rows = conn.execute(
-                    "SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL "
-                    "AND name NOT LIKE 'sqlite_%' AND name NOT IN "
-                    "(SELECT name FROM pragma_table_list WHERE type = 'shadow') ORDER BY rowid"
-                ).fetchall()
+                rows = conn.execute(_SCHEMA_QUERY).fetchall()
             finally:
                 self._guard.internal = False
             self._schema = "\n".join(f"{sql};" for (sql,) in rows)
@@ -712,10 +723,10 @@ class SqlDatabase(Part):
                 except SqlError as err:
                     _warn("sql: a turn's changes were dropped: %s", err)
                     failed = True
-            if failed:
+            if failed and self._live.in_transaction:
                 self._internal(self._live, "ROLLBACK TO perennial_turn")
                 self._internal(self._live, "RELEASE perennial_turn")
-                self._turn_open = False
+            self._turn_open = False
         self._turn_lost = None
         if self._turn_log:
             if failed:
@@ -926,8 +937,14 @@ class SqlDatabase(Part):
     def _log(self) -> list[_Version]:
         if self._entries is None:
             assert self._entries_text is not None
-            self._entries = _decode_log(self._entries_text)
+            self._set_entries(_decode_log(self._entries_text))
+            assert self._entries is not None
         return self._entries
+
+    def _set_entries(self, entries: list[_Version]) -> None:
+        self._entries = entries
+        self._log_bytes = sum(entry.size for entry in entries)
+        self._retired = self._retired_bytes = 0  # counted again by the next `_compact`
 
     def _base_image(self) -> bytes | None:
         if self._base_zipped is None and self._base_text is not None:
@@ -936,6 +953,7 @@ class SqlDatabase(Part):
 
     def _add(self, entry: _Version) -> None:
         self._log().append(entry)
+        self._log_bytes += entry.size
         self._carried_in = None
         self._compact_due = True
 
@@ -993,15 +1011,19 @@ class SqlDatabase(Part):
         if not entries:
             return
         oldest = self._versions.oldest
-        retired = [e for e in entries if e.version <= oldest]
-        retired_bytes = sum(e.size for e in retired)
+        # The versions that left the ring since the last look (amortized: no scan per turn).
+        while self._retired < len(entries) and entries[self._retired].version <= oldest:
+            self._retired_bytes += entries[self._retired].size
+            self._retired += 1
         base_bytes = len(self._base_text or "")
-        if retired and (retire_all or retired_bytes > max(_RETIRE_MIN_BYTES, base_bytes)):
+        if self._retired and (
+            retire_all or self._retired_bytes > max(_RETIRE_MIN_BYTES, base_bytes)
+        ):
             self._move_base(oldest)
-        kept = [e for e in self._log() if e.version > oldest]
-        total = sum(e.size for e in kept)
+        total = self._log_bytes - self._retired_bytes
         if total <= self._limits.max_log_bytes:
             return
+        kept = self._log()[self._retired :]
         # Keep the newest versions whose log fits; the older ones go (state and database).
         keep_from = oldest
         for entry in kept:  # oldest first: the base moves past it
@@ -1030,22 +1052,17 @@ class SqlDatabase(Part):
             if entry.reset_to is not None and entry.reset_to < version:
                 image = zlib.compress(images[entry.reset_to], _ZLIB_LEVEL)
                 entry.reset_to, entry.image, entry.size = None, image, len(image)
-        self._entries = later
+        self._set_entries(later)
 
     def _rebase_on_current(self) -> None:
         """The current database becomes the base: older versions are dropped (the state's
         too, so that every kept version can still be restored whole)."""
         current = self._ctx.version
-        if self._live is not None and not self._turn_log:
-            image = self._live.serialize()
-        else:
-            conn, _ = self._materialize(None)
-            try:
-                image = conn.serialize()
-            finally:
-                conn.close()
-        self._set_base(current, image)
-        self._entries = []
+        assert not self._turn_log, "only between turns, or before a turn's first change"
+        # The live database, opened here if a query has not: the same bytes either way, and
+        # workflow code must not depend on what queries did (they are not replayed).
+        self._set_base(current, self._open(compact=False).serialize())
+        self._set_entries([])
         self._versions.forget_before(current)
         _warn("sql: versions before %d dropped: the database log outgrew its budget", current)
 

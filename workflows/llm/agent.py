@@ -522,7 +522,7 @@ class LLMAgent(AgentWorkflow[LLMStateT]):
     ) -> tuple[str, bool, int]:
         try:
             result = await workflow.execute_activity(
-                tool.name,
+                tool.activity_type,
                 ToolActivityInput(
                     agent_id=workflow.info().workflow_id,
                     call_id=call.id,
