@@ -80,7 +80,7 @@ def tool_activity(tool: ActivityTool, settings: Settings) -> Callable[..., Any]:
 
     run_tool.__name__ = run_tool.__qualname__ = f"tool_{tool.name}"
     run_tool.__doc__ = tool.description
-    return activity.defn(name=tool.name)(run_tool)
+    return activity.defn(name=tool.activity_type)(run_tool)
 
 
 def _secrets_for(tool: ActivityTool, settings: Settings, attempt: int) -> dict[str, Any]:
@@ -122,12 +122,13 @@ def collect_activity_tools(agent_types: Iterable[type]) -> list[ActivityTool]:
         for tool in getattr(cls, "tools", ()):
             if not isinstance(tool, ActivityTool):
                 continue
-            other = found.setdefault(tool.name, tool)
+            other = found.setdefault(tool.activity_type, tool)
             if other is not tool and other.fn is not tool.fn:
                 raise ValueError(
-                    f"two different activity tools are named {tool.name!r} "
+                    f"two different activity tools run as the activity {tool.activity_type!r} "
                     f"({other.fn.__module__}.{other.fn.__qualname__} and "
-                    f"{tool.fn.__module__}.{tool.fn.__qualname__})"
+                    f"{tool.fn.__module__}.{tool.fn.__qualname__}): give one of them another "
+                    "`activity_name=`"
                 )
     return list(found.values())
 

@@ -8,6 +8,8 @@ import pytest
 from temporalio.worker import Worker
 
 import tests.tool_runner_agents  # noqa: F401  (registers the test agent type before a worker is built)
+from perennial import activity_tool
+from perennial.activities.tools import collect_activity_tools
 from perennial.client import Perennial, Settings, TurnFailed
 from tests.support import unique
 from tests.tool_runner_agents import Price
@@ -50,9 +52,13 @@ async def test_a_tool_that_fails_for_good_raises_tool_failed_with_its_type(
 ) -> None:
     pricer = perennial.agent("test_pricer", unique())
     # a non-retryable failure keeps the type the tool raised, after one attempt
-    assert (await pricer.call("why_not", {"sku": "caviar"})).result == "lookup_price UnknownSku after 1"
+    assert (
+        await pricer.call("why_not", {"sku": "caviar"})
+    ).result == "lookup_price UnknownSku after 1"
     # a failure the tool reported (ToolError) is not retried either
-    assert (await pricer.call("why_not", {"sku": "broken"})).result == "lookup_price ToolError after 1"
+    assert (
+        await pricer.call("why_not", {"sku": "broken"})
+    ).result == "lookup_price ToolError after 1"
     # uncaught, it fails the turn: the state is as it was
     with pytest.raises(TurnFailed) as failed:
         await pricer.call("price", {"sku": "caviar"})
@@ -73,5 +79,31 @@ async def test_misuse_is_refused_before_any_activity_runs(
         await pricer.call("misuse", {"how": "bad_arguments"})
     assert bad.value.error_type == "ToolArgumentsError"
     assert "sku: Input should be a valid string" in str(bad.value)
-    history = await perennial.client.get_workflow_handle(f"test_pricer/{pricer.name}").fetch_history()
+    history = await perennial.client.get_workflow_handle(
+        f"test_pricer/{pricer.name}"
+    ).fetch_history()
     assert not [e for e in history.events if e.HasField("activity_task_scheduled_event_attributes")]
+
+
+def test_tools_of_one_name_run_as_activities_of_their_own() -> None:
+    async def weather(city: str) -> str:
+        return city
+
+    async def forecast(city: str) -> str:
+        return city
+
+    mine = activity_tool(name="get_weather")(weather)
+    theirs = activity_tool(name="get_weather", activity_name="travel.get_weather")(forecast)
+    assert mine.definition() == theirs.definition()  # the model sees the same tool
+    assert (mine.activity_type, theirs.activity_type) == ("get_weather", "travel.get_weather")
+    found = collect_activity_tools([_holding((mine,)), _holding((theirs,))])
+    assert {t.activity_type for t in found} == {"get_weather", "travel.get_weather"}
+    clash = activity_tool(name="get_weather")(forecast)
+    with pytest.raises(ValueError, match="give one of them another `activity_name=`"):
+        collect_activity_tools([_holding((mine,)), _holding((clash,))])
+    with pytest.raises(ValueError, match="activity name 'no spaces' must match"):
+        activity_tool(activity_name="no spaces")
+
+
+def _holding(tools: tuple[object, ...]) -> type:
+    return type("Holding", (), {"tools": tools})

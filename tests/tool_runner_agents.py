@@ -34,7 +34,11 @@ class PricerState(BaseModel):
     priced: list[str] = []
 
 
-@activity_tool(retry_policy=_QUICK_RETRIES, start_to_close_timeout=timedelta(seconds=10))
+@activity_tool(
+    retry_policy=_QUICK_RETRIES,
+    start_to_close_timeout=timedelta(seconds=10),
+    activity_name="pricing.lookup_price",  # runs as this activity type; the tool's name stays
+)
 async def lookup_price(sku: str, ctx: ToolContext) -> Price:
     """The price of a product, from the worker's price list (application setting `price_list`,
     `sku=cents,...`).
@@ -46,7 +50,9 @@ async def lookup_price(sku: str, ctx: ToolContext) -> Price:
         raise ToolError("the price list is being updated")
     if sku == "flaky" and ctx.attempt < 2:
         raise RuntimeError("the price service hiccuped")
-    listed = dict(item.split("=") for item in (ctx.settings.app_setting("price_list") or "").split(","))
+    listed = dict(
+        item.split("=") for item in (ctx.settings.app_setting("price_list") or "").split(",")
+    )
     if sku not in listed and sku != "flaky":
         raise ApplicationError(f"no price for {sku}", type="UnknownSku", non_retryable=True)
     return Price(sku=sku, cents=int(listed.get(sku, "1")), attempt=ctx.attempt)

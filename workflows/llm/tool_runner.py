@@ -80,7 +80,7 @@ async def run_tool(
         raise ToolArgumentsError(f"{tool.name}: {summarize(err)}") from None
     try:
         result = await workflow.execute_activity(
-            tool.name,
+            tool.activity_type,
             ToolActivityInput(
                 agent_id=workflow.info().workflow_id,
                 call_id=str(workflow.uuid4()),
@@ -120,8 +120,7 @@ async def run_tool(
 def _check_declared(tool: ActivityTool) -> None:
     if not isinstance(tool, ActivityTool):
         raise TypeError(
-            f"run_tool runs activity tools, not {tool!r} (call a workflow tool's function "
-            "directly)"
+            f"run_tool runs activity tools, not {tool!r} (call a workflow tool's function directly)"
         )
     declared = getattr(type(workflow.instance()), "tools", ())
     if not any(t is tool for t in declared):

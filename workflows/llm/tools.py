@@ -54,6 +54,7 @@ from temporalio.common import RetryPolicy
 from perennial.workflows.llm.wire import FunctionSchema, ToolDefinition
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_ACTIVITY_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
 _SECRET_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 _SECTIONS = ("args", "arguments", "parameters", "params", "returns", "return", "raises",
              "yields", "examples", "example", "notes", "note")  # fmt: skip
@@ -184,7 +185,8 @@ class WorkflowTool(Tool):
 
 @dataclass(frozen=True, eq=False)
 class ActivityTool(Tool):
-    """Runs as the Temporal activity named `name`, with these options."""
+    """Runs as the Temporal activity `activity_type` (its name, unless it was given an
+    `activity_name`), with these options."""
 
     start_to_close_timeout: timedelta = timedelta(seconds=60)
     heartbeat_timeout: timedelta | None = None
@@ -200,6 +202,14 @@ class ActivityTool(Tool):
     context_param: str | None = None
     #: The parameters the worker fills with secrets (`ToolSecret`), not part of the schema.
     secret_params: tuple[SecretParameter, ...] = ()
+    #: The activity's type name when it is not the tool's name: two applications on one
+    #: worker may each have a tool the model knows as `get_weather`.
+    activity_name: str | None = None
+
+    @property
+    def activity_type(self) -> str:
+        """The Temporal activity type this tool runs as."""
+        return self.activity_name or self.name
 
 
 AnyTool = WorkflowTool | ActivityTool
@@ -240,10 +250,14 @@ def activity_tool(
     retry_policy: RetryPolicy | None = None,
     needs_approval: bool = False,
     approval_timeout: timedelta | None = None,
+    activity_name: str | None = None,
 ) -> Any:
     """Declare an activity tool (`@activity_tool` or `@activity_tool(...)` with options).
     `needs_approval=True`: every call waits for a person's decision before it runs (rejected
-    after `approval_timeout`, if given)."""
+    after `approval_timeout`, if given). `activity_name`: the Temporal activity type it runs
+    as, when that must differ from the name the model sees (default: the same)."""
+    if activity_name is not None and not _ACTIVITY_NAME.match(activity_name):
+        raise ValueError(f"activity name {activity_name!r} must match {_ACTIVITY_NAME.pattern}")
 
     def build(f: Callable[..., Any]) -> ActivityTool:
         if not inspect.iscoroutinefunction(f):
@@ -263,6 +277,7 @@ def activity_tool(
             secret_params=secret_params,
             needs_approval=needs_approval,
             approval_timeout=approval_timeout,
+            activity_name=activity_name,
             **extra,
         )
 
