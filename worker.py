@@ -22,7 +22,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 import perennial.workflows
 from perennial import sdk_internals
 from perennial.activities import build_activities
-from perennial.client.app import load_app
+from perennial.client.app import app_passthrough_modules, load_app
 from perennial.client.connection import connect, ensure_search_attributes
 from perennial.client.logging import configure_logging
 from perennial.client.process import exit_process
@@ -44,7 +44,8 @@ _PASSTHROUGH = ("pydantic", "pydantic_core", "annotated_types", "structlog", "pe
 def workflow_runner(settings: Settings | None = None) -> SandboxedWorkflowRunner:
     """The sandboxed runner every agent type runs in: Perennial's framework modules passed
     through, and (setting `lean_runner`) the lean runner of `perennial.sdk_internals`."""
-    restrictions = SandboxRestrictions.default.with_passthrough_modules(*_PASSTHROUGH)
+    passthrough = (*_PASSTHROUGH, *app_passthrough_modules(settings))  # the app's, if it asks
+    restrictions = SandboxRestrictions.default.with_passthrough_modules(*passthrough)
     return sdk_internals.runner(restrictions, lean=settings.lean_runner if settings else True)
 
 

@@ -19,6 +19,9 @@ from perennial.workflows.errors import UsageError
 
 #: The module-level function of an application module that starts its dev-time services.
 DEV_SERVICES_HOOK = "dev_services"
+#: The module-level tuple of an application module that names modules for the worker's
+#: workflow sandbox to pass through.
+PASSTHROUGH_HOOK = "passthrough_modules"
 
 
 def load_app(settings: Settings) -> None:
@@ -34,6 +37,26 @@ def load_app(settings: Settings) -> None:
                 f"cannot import application module {module!r} (from --app / PERENNIAL_APP): "
                 f"{err}"
             ) from err
+
+
+def app_passthrough_modules(settings: Settings | None) -> tuple[str, ...]:
+    """What the application's `--app` modules ask the worker's workflow sandbox to pass
+    through (`passthrough_modules = ("myapp",)`, names and their submodules): imported once
+    per worker and shared by every agent, as Perennial's own modules are, instead of imported
+    again for every agent's workflow run (each new or replayed agent re-runs such a module's
+    top level: its pydantic models, its tools' schemas). The price: the sandbox's runtime
+    checks do not run inside them, so they must be deterministic by their own discipline."""
+    found: list[str] = []
+    for name in settings.app if settings is not None else ():
+        declared = getattr(importlib.import_module(name), PASSTHROUGH_HOOK, ())
+        if not isinstance(declared, tuple | list) or not all(
+            isinstance(module, str) and module for module in declared
+        ):
+            raise UsageError(
+                f"{name}.{PASSTHROUGH_HOOK} must be a tuple of module names, not {declared!r}"
+            )
+        found.extend(declared)
+    return tuple(dict.fromkeys(found))
 
 
 @contextlib.asynccontextmanager
@@ -57,4 +80,10 @@ async def app_dev_services(settings: Settings) -> AsyncIterator[Settings]:
         yield settings
 
 
-__all__ = ["DEV_SERVICES_HOOK", "app_dev_services", "load_app"]
+__all__ = [
+    "DEV_SERVICES_HOOK",
+    "PASSTHROUGH_HOOK",
+    "app_dev_services",
+    "app_passthrough_modules",
+    "load_app",
+]

@@ -1,6 +1,7 @@
 """An application's own hooks: routes the gateway serves (`gateway_routes`), services that
-`perennial dev` and `perennial demo` run beside the worker (`dev_services`), and the demo's
-application part (`demo`). The application modules here are built in the test and put into
+`perennial dev` and `perennial demo` run beside the worker (`dev_services`), the demo's
+application part (`demo`), and modules the worker's sandbox passes through
+(`passthrough_modules`). The application modules here are built in the test and put into
 `sys.modules`, as `--app` would import them."""
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from fastapi import APIRouter, Request
 from temporalio.worker import Worker
 
 from perennial.client import AgentNotFound, Perennial, Settings, UsageError
-from perennial.client.app import app_dev_services
+from perennial.client.app import app_dev_services, app_passthrough_modules
 from perennial.client.demo import _app_demos
 from perennial.client.gateway.app import create_app
 from perennial.client.gateway.auth import Authenticator, hash_token
 from perennial.client.gateway.extensions import ExtensionConflict, GatewayContext
 from perennial.client.gateway.server import GatewayServer
+from perennial.worker import workflow_runner
 
 TOKEN = "extension-writer-0123456789abcdef"
 #: The one notes agent the token may write (a name of this run's own: the server outlives it).
@@ -210,3 +212,27 @@ async def test_the_demo_runs_each_applications_part() -> None:
     with app_module(demo=demo) as name, app_module() as other:
         await _app_demos(None, Settings(app=(other, name), task_queue="q"), "http://gw")  # type: ignore[arg-type]
     assert seen == [("http://gw", "q")]
+
+
+# --------------------------------------------------------------------------- sandbox passthrough
+
+
+def test_the_worker_passes_through_what_the_application_names() -> None:
+    with (
+        app_module(passthrough_modules=("myapp", "myapp.shared")) as one,
+        app_module(passthrough_modules=["myapp", "other"]) as two,
+        app_module() as none,
+    ):
+        settings = Settings(app=(one, two, none))
+        assert app_passthrough_modules(settings) == ("myapp", "myapp.shared", "other")
+        passed = workflow_runner(settings).restrictions.passthrough_modules
+        assert {"myapp", "myapp.shared", "other", "perennial", "pydantic"} <= passed
+    assert app_passthrough_modules(None) == ()
+    assert "myapp" not in workflow_runner(Settings()).restrictions.passthrough_modules
+
+
+@pytest.mark.parametrize("declared", ["myapp", ("myapp", ""), ("myapp", 3), 7])
+def test_passthrough_modules_must_be_module_names(declared: object) -> None:
+    with app_module(passthrough_modules=declared) as name:
+        with pytest.raises(UsageError, match="must be a tuple of module names"):
+            app_passthrough_modules(Settings(app=(name,)))

@@ -1,0 +1,1 @@
+"""The travel planner's tests (pytest, against a real Temporal dev server)."""
