@@ -48,6 +48,7 @@ from perennial.workflows.llm.budget import SET_BUDGET_UPDATE, USAGE_QUERY, Spend
 from perennial.workflows.llm.context import ContextWindow, LLMState, fit_window
 from perennial.workflows.llm.sql_tools import SQL_TOOLS, describe_database
 from perennial.workflows.llm.summary import Summarizer, with_summary
+from perennial.workflows.llm.tool_runner import execute_tool
 from perennial.workflows.llm.tools import (
     ActivityTool,
     AnyTool,
@@ -68,8 +69,6 @@ from perennial.workflows.llm.wire import (
     ModelResponse,
     ModelSettings,
     SystemItem,
-    ToolActivityInput,
-    ToolActivityResult,
     ToolCall,
     ToolItem,
     TurnSteps,
@@ -318,8 +317,6 @@ class LLMAgent(AgentWorkflow[LLMStateT]):
     @workflow.query(name=LLM_CONTEXT_QUERY)
     def llm_context(self, query: ContextQuery) -> ModelRequest:
         """The request of the model call in flight (the model activity reads it here)."""
-        if (summarizing := self._summarizer.request_for(query.call_id)) is not None:
-            return summarizing
         if self._inflight is None or self._inflight[0] != query.call_id:
             raise ApplicationError(
                 f"model call {query.call_id} is not in flight",
@@ -372,15 +369,32 @@ class LLMAgent(AgentWorkflow[LLMStateT]):
     async def _call_model(self, message_id: str, step: int) -> ModelResponse:
         await self._before_model_call(message_id, step)
         request = self._request()
-        call_id = str(workflow.uuid4())
-        info = workflow.info()
         model = self.model or "default model"
         self.show(f"turn `{message_id}` · step {step}/{self.max_steps}: calling {model}")
+        try:
+            response = await self.execute_model(
+                request, step=step, turn=message_id, label=f"step {step}"
+            )
+        except ActivityError as err:
+            if is_cancelled_exception(err):  # the turn was stopped: no model error, no retry
+                raise asyncio.CancelledError() from None
+            raise _model_error(err) from None
+        self._record_step(message_id, step, response)
+        return response
+
+    async def execute_model(
+        self, request: ModelRequest, *, step: int, turn: str | None, label: str
+    ) -> ModelResponse:
+        """Run the model activity on `request` (read by the `llm_context` query unless it is
+        small enough to travel inline); `label` goes into the activity's summary. Raises the
+        activity's ActivityError."""
+        call_id = str(workflow.uuid4())
+        info = workflow.info()
         body = request.model_dump_json()
         inline = len(body.encode()) <= self.inline_request_max_bytes
         self._inflight = (call_id, request)
         try:
-            response = await workflow.execute_activity(
+            return await workflow.execute_activity(
                 MODEL_ACTIVITY,
                 ModelCall(
                     agent_id=info.workflow_id,
@@ -388,27 +402,21 @@ class LLMAgent(AgentWorkflow[LLMStateT]):
                     call_id=call_id,
                     digest=digest(body),
                     step=step,
-                    model=self.model,
+                    model=request.model,
                     messages=len(request.messages),
                     chars=sum(item_chars(item) for item in request.messages),
                     request=request if inline else None,
-                    turn=message_id,
+                    turn=turn,
                 ),
                 result_type=ModelResponse,
                 start_to_close_timeout=self.model_start_to_close_timeout,
                 heartbeat_timeout=self.model_heartbeat_timeout,
                 schedule_to_close_timeout=self.model_schedule_to_close_timeout,
                 retry_policy=self.model_retry_policy,
-                summary=f"llm {model} step {step}",
+                summary=f"llm {request.model or 'default model'} {label}",
             )
-        except ActivityError as err:
-            if is_cancelled_exception(err):  # the turn was stopped: no model error, no retry
-                raise asyncio.CancelledError() from None
-            raise _model_error(err) from None
         finally:
             self._inflight = None
-        self._record_step(message_id, step, response)
-        return response
 
     async def _before_model_call(self, message_id: str, step: int) -> None:
         """The budget (BudgetExceeded), then room in the context window (a summary)."""
@@ -521,22 +529,8 @@ class LLMAgent(AgentWorkflow[LLMStateT]):
         self, tool: ActivityTool, call: ToolCall, args: Any
     ) -> tuple[str, bool, int]:
         try:
-            result = await workflow.execute_activity(
-                tool.activity_type,
-                ToolActivityInput(
-                    agent_id=workflow.info().workflow_id,
-                    call_id=call.id,
-                    arguments=args.model_dump(mode="json"),
-                ),
-                result_type=ToolActivityResult,
-                start_to_close_timeout=tool.start_to_close_timeout,
-                heartbeat_timeout=tool.heartbeat_timeout,
-                retry_policy=tool.retry_policy,
-                summary=f"tool {tool.name}",
-            )
+            result = await execute_tool(tool, args, call_id=call.id)
         except ActivityError as err:
-            if is_cancelled_exception(err):  # the turn was stopped: not a result for the model
-                raise asyncio.CancelledError() from None
             attempts = _failed_attempts(err, tool.retry_policy)
             reason = err.cause.message if err.cause is not None else err.message
             return (

@@ -33,18 +33,14 @@ from perennial.workflows.errors import SummaryFailed
 from perennial.workflows.llm.budget import Spending
 from perennial.workflows.llm.context import ContextWindow, exchange_starts, fit_window
 from perennial.workflows.llm.wire import (
-    MODEL_ACTIVITY,
     AssistantItem,
     ChatItem,
-    ModelCall,
     ModelRequest,
     ModelResponse,
     ModelSettings,
     SystemItem,
     ToolItem,
     UserItem,
-    digest,
-    item_chars,
 )
 from perennial.workflows.messages import SummaryEvent, TokenUsage, preview
 
@@ -144,13 +140,6 @@ class Summarizer:
     def __init__(self, agent: LLMAgent[Any], spending: Spending) -> None:
         self._agent = agent
         self._spending = spending
-        #: The summarising call in flight, for the `llm_context` query.
-        self._inflight: tuple[str, ModelRequest] | None = None
-
-    def request_for(self, call_id: str) -> ModelRequest | None:
-        """The request of the summarising call `call_id`, if it is the one in flight."""
-        inflight = self._inflight
-        return inflight[1] if inflight is not None and inflight[0] == call_id else None
 
     async def compact(self, message_id: str, step: int) -> bool:
         """Summarise the oldest exchanges if the context would not fit the window; True when
@@ -201,37 +190,9 @@ class Summarizer:
         return True
 
     async def _call(self, request: ModelRequest, step: int) -> ModelResponse:
-        agent = self._agent
-        info = workflow.info()
-        call_id = str(workflow.uuid4())
-        body = request.model_dump_json()
-        inline = len(body.encode()) <= agent.inline_request_max_bytes
         model = request.model or "default model"
-        agent.show(f"summarising older exchanges with {model}")
-        self._inflight = (call_id, request)
-        try:
-            return await workflow.execute_activity(
-                MODEL_ACTIVITY,
-                ModelCall(
-                    agent_id=info.workflow_id,
-                    run_id=info.run_id,
-                    call_id=call_id,
-                    digest=digest(body),
-                    step=step,
-                    model=request.model,
-                    messages=len(request.messages),
-                    chars=sum(item_chars(item) for item in request.messages),
-                    request=request if inline else None,
-                ),
-                result_type=ModelResponse,
-                start_to_close_timeout=agent.model_start_to_close_timeout,
-                heartbeat_timeout=agent.model_heartbeat_timeout,
-                schedule_to_close_timeout=agent.model_schedule_to_close_timeout,
-                retry_policy=agent.model_retry_policy,
-                summary=f"llm {model} summary",
-            )
-        finally:
-            self._inflight = None
+        self._agent.show(f"summarising older exchanges with {model}")
+        return await self._agent.execute_model(request, step=step, turn=None, label="summary")
 
 
 __all__ = [

@@ -79,22 +79,8 @@ async def run_tool(
     except ValidationError as err:
         raise ToolArgumentsError(f"{tool.name}: {summarize(err)}") from None
     try:
-        result = await workflow.execute_activity(
-            tool.activity_type,
-            ToolActivityInput(
-                agent_id=workflow.info().workflow_id,
-                call_id=str(workflow.uuid4()),
-                arguments=args.model_dump(mode="json"),
-            ),
-            result_type=ToolActivityResult,
-            start_to_close_timeout=tool.start_to_close_timeout,
-            heartbeat_timeout=tool.heartbeat_timeout,
-            retry_policy=tool.retry_policy,
-            summary=f"tool {tool.name}",
-        )
+        result = await execute_tool(tool, args, call_id=str(workflow.uuid4()))
     except ActivityError as err:
-        if is_cancelled_exception(err):  # the turn was stopped: not the tool's failure
-            raise asyncio.CancelledError() from None
         raise _failure(tool, err) from None
     if result.is_error:
         raise ToolFailed(
@@ -115,6 +101,29 @@ async def run_tool(
             error_type="ToolResultInvalid",
             attempts=result.attempt,
         ) from None
+
+
+async def execute_tool(tool: ActivityTool, args: Any, *, call_id: str) -> ToolActivityResult:
+    """Run `tool`'s activity on validated `args` (its arguments model). Raises the activity's
+    ActivityError when it fails for good, CancelledError when the turn was stopped."""
+    try:
+        return await workflow.execute_activity(
+            tool.activity_type,
+            ToolActivityInput(
+                agent_id=workflow.info().workflow_id,
+                call_id=call_id,
+                arguments=args.model_dump(mode="json"),
+            ),
+            result_type=ToolActivityResult,
+            start_to_close_timeout=tool.start_to_close_timeout,
+            heartbeat_timeout=tool.heartbeat_timeout,
+            retry_policy=tool.retry_policy,
+            summary=f"tool {tool.name}",
+        )
+    except ActivityError as err:
+        if is_cancelled_exception(err):  # the turn was stopped: not the tool's failure
+            raise asyncio.CancelledError() from None
+        raise
 
 
 def _check_declared(tool: ActivityTool) -> None:
