@@ -10,6 +10,7 @@ pyproject.toml). Two things reach past the SDK's public API:
   `lean_runner` is on (PERENNIAL_LEAN_RUNNER, default on), the SDK's private structure is
   the one this module knows, and the SDK is in `TESTED_SDK`; otherwise it uses the SDK's own
   runner, which runs everything the same, only slower (bench/README.md has the figures).
+  It also validates each workflow class once per process instead of once per worker.
 * `collect_start_outcome()`: retrieves the failed start-operation future of an
   update-with-start nobody awaits, so asyncio does not log "Future exception was never
   retrieved" for every retried call. Without the private name it does nothing.
@@ -91,7 +92,21 @@ def _compiled(code: str) -> CodeType:
     return compile(code, "<string>", "exec")
 
 
+#: Workflow classes already validated in this process, with the modules passed through then.
+_PREPARED: set[tuple[type, frozenset[str]]] = set()
+
+
 class _LeanSandboxedWorkflowRunner(SandboxedWorkflowRunner):
+    def prepare_workflow(self, defn: Any) -> None:
+        """Validate a workflow class in the sandbox once per process, not once per worker:
+        validation builds a whole sandbox (~70 ms of CPU per agent type), and a process that
+        builds many workers (a test suite, a testing kit) paid it for every type each time."""
+        key = (defn.cls, frozenset(self.restrictions.passthrough_modules))
+        if key in _PREPARED:
+            return
+        super().prepare_workflow(defn)
+        _PREPARED.add(key)
+
     def create_instance(self, det: WorkflowInstanceDetails) -> WorkflowInstance:
         instance = _LeanSandboxInstance(det, self.runner_class, self.restrictions)
         if _IN_SANDBOX not in instance.globals_and_locals:  # the SDK changed: be the SDK's
