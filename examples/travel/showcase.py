@@ -91,8 +91,11 @@ async def _show_agents(perennial: Perennial, session_id: str) -> None:
     _say(f"  session/{session_id}: {session.get('status')}, {session.get('messages')} "
          f"messages, expires at {session.get('expires_at')}")  # fmt: skip
     talk = await _state(perennial.agent("conversation", session_id)) or {}
-    routed = [t.get("routed_to") for t in talk.get("transcript", [])]
-    _say(f"  conversation/{session_id}: {talk.get('turns', 0)} turns, routed to {routed}")
+    routed = sorted(
+        {agent for t in talk.get("transcript", []) for agent in t.get("routed_to") or []}
+    )
+    where = ", ".join(routed) if routed else "no specialist (it answered itself)"
+    _say(f"  conversation/{session_id}: {talk.get('turns', 0)} turns, routed to {where}")
     plan = await _state(perennial.agent("travel", session_id))
     if plan is None:
         _say(f"  travel/{session_id}: not started (the model did not route to it)")
